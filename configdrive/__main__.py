@@ -1,0 +1,7 @@
+"""``python -m configdrive``."""
+
+import sys
+
+from configdrive.cli import main
+
+sys.exit(main())

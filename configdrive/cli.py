@@ -1,0 +1,380 @@
+"""Command line: ``configdrive build`` and ``configdrive inspect``.
+
+Only this module turns exceptions into ``error: … (hint: …)`` lines and exit codes:
+0 success, 1 failure (a drive a guest would reject, a write that failed), 2 usage or bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import json
+import logging
+import re
+import sys
+import uuid as _uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from configdrive import __version__
+from configdrive.builder import build, inspect, render_for
+from configdrive.drive import NOVA_VFAT_SIZE, DriveFormat
+from configdrive.errors import ConfigDriveError, InvalidDrive, SpecError
+from configdrive.inspection import Inspection
+from configdrive.render import DEFAULT_SKIP_VERSIONS, RenderOptions, Tree
+from configdrive.spec import Limits, instance_from_mapping, load_spec, parse_spec_text, read_input
+
+__all__ = ["Verb", "main", "make_parser"]
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+class Verb(enum.StrEnum):
+    BUILD = "build"
+    INSPECT = "inspect"
+
+
+class UsageError(ConfigDriveError):
+    """Bad command-line input (exit 2)."""
+
+
+# --------------------------------------------------------------------------------------------
+# parser
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="configdrive",
+        description="Build and inspect OpenStack config drives and NoCloud seeds, in-process.",
+    )
+    parser.add_argument("--version", action="version", version=f"configdrive {__version__}")
+    parser.add_argument("--debug", action="store_true", help="log every step; tracebacks on error")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    b = sub.add_parser(
+        str(Verb.BUILD),
+        help="render an instance's metadata and write disk.config",
+        description=(
+            "Render the metadata tree nova writes (openstack/<every version>/, ec2/, content/) "
+            "or a NoCloud seed, and write it as an ISO9660 or VFAT drive. Flags mirror "
+            "`nova boot`; they override and extend a --spec file."
+        ),
+    )
+    b.add_argument("name", nargs="?", metavar="NAME", help="instance name (display name)")
+    b.add_argument("-s", "--spec", metavar="FILE", help="instance spec (YAML or JSON)")
+    b.add_argument("-o", "--output", metavar="PATH", default="disk.config",
+                   help="drive image to write (default: %(default)s)")
+    b.add_argument("--format", choices=[str(f) for f in DriveFormat], default="iso9660",
+                   help="iso9660 or vfat (config-2), nocloud or nocloud-vfat (cidata); "
+                        "default: %(default)s")
+    b.add_argument("--size", metavar="SIZE", default="fit",
+                   help="VFAT image size: fit (default), nova (nova's fixed 64 MiB) or bytes "
+                        "with optional K/M suffix")
+    b.add_argument("--uuid", help="instance UUID (default: random)")
+    b.add_argument("--hostname", help="hostname (default: the name, sanitised as nova does)")
+    b.add_argument("--dhcp-domain", metavar="DOMAIN",
+                   help="domain appended to the hostname (default: novalocal; '' for none)")
+    b.add_argument("--key-name", metavar="NAME", help="key pair name")
+    b.add_argument("--key-file", metavar="FILE", help="OpenSSH public key file of the key pair")
+    b.add_argument("--user-data", metavar="FILE", help="user data file (any content)")
+    b.add_argument("--file", action="append", default=[], metavar="DST=SRC",
+                   help="inject local file SRC at guest path DST (repeatable)")
+    b.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
+                   help="metadata key/value pair (repeatable)")
+    b.add_argument("--availability-zone", metavar="AZ")
+    b.add_argument("--admin-pass", metavar="PASSWORD", help="admin password (drive only)")
+    b.add_argument("--nic", action="append", default=[], metavar="K=V[,K=V…]",
+                   help="add a port: mac=, net-id=, port-id=, v4-fixed-ip=, v4-cidr=, "
+                        "v4-gateway=, v6-fixed-ip=, v6-cidr=, v6-gateway=, v6-mode=, dns= "
+                        "(repeat), dhcp=true, mtu=, devname=, vif-type= (repeatable)")
+    b.add_argument("--network-file", metavar="FILE",
+                   help="YAML/JSON list of ports (the spec's `networks` field)")
+    b.add_argument("--vendor-data", metavar="FILE", help="static vendor data (JSON object)")
+    b.add_argument("--skip-versions", metavar="LIST",
+                   help="space-separated EC2 versions not to write, like nova's "
+                        "config_drive_skip_versions (default: all but 2009-04-04 and latest)")
+    b.add_argument("--limit", action="append", default=[], metavar="NAME=N",
+                   help=f"change an input limit ({', '.join(Limits.names())})")
+    b.add_argument("--force", action="store_true", help="replace an existing drive")
+    b.add_argument("--dry-run", action="store_true",
+                   help="print the tree that would be written; write nothing")
+    b.add_argument("--contents", action="store_true",
+                   help="with --dry-run, print every file's contents too")
+    b.add_argument("--json", action="store_true", help="machine-readable output")
+
+    i = sub.add_parser(
+        str(Verb.INSPECT),
+        help="list a drive's tree, summarise it and validate it as cloud-init does",
+        description="Read any config drive or NoCloud image (ISO9660 or VFAT) without mounting "
+                    "it. Exit 1 when a guest's cloud-init would reject it.",
+    )
+    i.add_argument("drive", metavar="DRIVE", help="drive image file")
+    i.add_argument("--cat", metavar="PATH", help="print one file of the drive and exit")
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+# --------------------------------------------------------------------------------------------
+# flags -> spec mapping
+
+
+def _pair(text: str, flag: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise SpecError(flag, f"{text!r} is not of the form KEY=VALUE")
+    return key, value
+
+
+def _size(text: str) -> int | None:
+    if text == "fit":
+        return None
+    if text == "nova":
+        return NOVA_VFAT_SIZE
+    match = re.fullmatch(r"(\d+)([KkMm]?)", text)
+    if not match:
+        raise SpecError("size", f"{text!r} is not fit, nova or a byte count (K/M suffix allowed)")
+    scale = {"": 1, "k": 1024, "m": 1024 * 1024}[match.group(2).lower()]
+    return int(match.group(1)) * scale
+
+
+def _random_mac() -> str:
+    tail = _uuid.uuid4().bytes[:3]
+    return "fa:16:3e:" + ":".join(f"{b:02x}" for b in tail)
+
+
+NIC_KEYS = {
+    "mac", "net-id", "port-id", "v4-fixed-ip", "v4-cidr", "v4-gateway", "v6-fixed-ip",
+    "v6-cidr", "v6-gateway", "v6-mode", "dns", "dhcp", "mtu", "devname", "vif-type",
+}  # fmt: skip
+
+
+def _nic(text: str, index: int) -> dict[str, Any]:
+    field = f"nic[{index}]"
+    values: dict[str, list[str]] = {}
+    for item in text.split(","):
+        key, value = _pair(item, field)
+        if key not in NIC_KEYS:
+            raise SpecError(field, f"unknown key {key!r} (known: {', '.join(sorted(NIC_KEYS))})")
+        values.setdefault(key, []).append(value)
+    one = {k: v[-1] for k, v in values.items()}
+    port: dict[str, Any] = {"mac": one.get("mac") or _random_mac(), "subnets": []}
+    for src, dst in (("port-id", "id"), ("net-id", "network_id"), ("devname", "devname"),
+                     ("vif-type", "vif_type"), ("mtu", "mtu")):  # fmt: skip
+        if src in one:
+            port[dst] = one[src]
+    dhcp = one.get("dhcp", "false").lower() in ("1", "true", "yes")
+    for version in ("v4", "v6"):
+        ip, cidr = one.get(f"{version}-fixed-ip"), one.get(f"{version}-cidr")
+        if ip and not cidr:
+            raise SpecError(field, f"{version}-fixed-ip needs {version}-cidr (the subnet)")
+        if not cidr:
+            continue
+        subnet: dict[str, Any] = {"cidr": cidr, "ips": [ip] if ip else [], "dns": values.get("dns", [])}
+        if f"{version}-gateway" in one:
+            subnet["gateway"] = one[f"{version}-gateway"]
+        if version == "v6" and "v6-mode" in one:
+            subnet["ipv6_address_mode"] = one["v6-mode"]
+        if version == "v4" and dhcp:
+            subnet["dhcp"] = True
+        port["subnets"].append(subnet)
+    return port
+
+
+def spec_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], Path | None]:
+    """The spec file (if any) with the flags merged over it."""
+    data: dict[str, Any] = {}
+    base: Path | None = None
+    if args.spec:
+        data, base = load_spec(args.spec)
+    if args.name:
+        data["name"] = args.name
+    for flag in ("uuid", "hostname", "availability_zone", "admin_pass"):
+        if getattr(args, flag) is not None:
+            data[flag] = getattr(args, flag)
+    if args.dhcp_domain is not None:
+        data["dhcp_domain"] = args.dhcp_domain
+    if args.key_file or args.key_name:
+        if not args.key_file:
+            known = [k for k in data.get("keys") or [] if isinstance(k, dict)]
+            match = [k for k in known if k.get("name") == args.key_name]
+            if not match:
+                raise SpecError(
+                    "key_name",
+                    f"no public key for {args.key_name!r}",
+                    hint="give --key-file with the public key (configdrive has no keypair store)",
+                )
+            data["keys"] = match
+        else:
+            text = read_input(args.key_file, "key_file").decode("utf-8", "replace").strip()
+            name = args.key_name or Path(args.key_file).name.removesuffix(".pub")
+            data["keys"] = [{"name": name, "public_key": text}]
+    if args.user_data:
+        for key in ("user_data", "user_data_base64"):
+            data.pop(key, None)
+        data["user_data_file"] = str(Path(args.user_data).resolve())
+    if args.file:
+        files = data.get("files") or {}
+        if not isinstance(files, dict):
+            raise SpecError("files", "cannot merge --file into a spec whose files is a list")
+        for item in args.file:
+            dest, src = _pair(item, "file")
+            files[dest] = {"source": str(Path(src).expanduser().resolve())}
+        data["files"] = files
+    if args.meta:
+        meta = dict(data.get("meta") or {})
+        for item in args.meta:
+            key, value = _pair(item, "meta")
+            meta[key] = value
+        data["meta"] = meta
+    if args.network_file:
+        nets = parse_spec_text(read_input(args.network_file, "network_file"), args.network_file)
+        data["networks"] = nets.get("networks", nets) if isinstance(nets, dict) else nets
+    elif args.nic:
+        data["networks"] = [_nic(text, i) for i, text in enumerate(args.nic)]
+    if args.vendor_data:
+        raw = read_input(args.vendor_data, "vendor_data")
+        try:
+            data["vendor_data"] = json.loads(raw)
+        except ValueError as exc:
+            raise SpecError("vendor_data", f"{args.vendor_data} is not valid JSON ({exc})") from None
+    if "name" not in data:
+        raise SpecError("name", "is required", hint="pass NAME or a --spec file with a name")
+    return data, base
+
+
+def _render_options(args: argparse.Namespace) -> RenderOptions:
+    if args.skip_versions is None:
+        return RenderOptions(skip_versions=DEFAULT_SKIP_VERSIONS)
+    return RenderOptions(skip_versions=tuple(args.skip_versions.split()))
+
+
+def _limits(args: argparse.Namespace) -> Limits:
+    limits = Limits()
+    for item in args.limit:
+        name, value = _pair(item, "limit")
+        if not value.isdigit():
+            raise SpecError(f"limit.{name}", f"{value!r} is not a non-negative integer")
+        limits = limits.replace(name, int(value))
+    return limits
+
+
+# --------------------------------------------------------------------------------------------
+# verbs
+
+
+def _print_tree(tree: Tree, contents: bool) -> None:
+    for path, data in tree.items():
+        if not contents:
+            print(f"{len(data):>8}  {path}")
+            continue
+        print(f"### {path} ({len(data)} bytes)")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = f"<{len(data)} bytes of binary data>"
+        print(text if text.endswith("\n") or not text else text + "\n", end="")
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    data, base = spec_from_args(args)
+    fmt = DriveFormat(args.format)
+    size = _size(args.size)
+    if size is not None and fmt.filesystem != "vfat":
+        raise UsageError("--size applies to VFAT formats only; ISO9660 is sized to fit")
+    instance = instance_from_mapping(data, base=base, limits=_limits(args))
+    options = _render_options(args)
+    if args.dry_run:
+        tree = render_for(instance, fmt, options)
+        if args.json:
+            print(json.dumps({"format": str(fmt), "files": {p: len(d) for p, d in tree.items()}}))
+        else:
+            _print_tree(tree, args.contents)
+        return EXIT_OK
+    result = build(instance, args.output, fmt, options=options, force=args.force, vfat_size=size)
+    if args.json:
+        print(json.dumps({"path": str(result.path), "format": str(fmt), "size": result.size,
+                          "uuid": instance.uuid, "files": len(result.tree)}))  # fmt: skip
+    else:
+        print(f"wrote {result.path} ({fmt}, label {fmt.label}, {result.size} bytes, "
+              f"{len(result.tree)} files) for {instance.name} {instance.uuid}")  # fmt: skip
+    return EXIT_OK
+
+
+def _print_inspection(report: Inspection) -> None:
+    print(f"{report.kind}: {report.filesystem}, label {report.label!r}, {report.size} bytes")
+    for path, size in sorted(report.files.items()):
+        print(f"{size:>8}  {path}")
+    if report.summary:
+        print("summary:")
+        for key, value in report.summary.items():
+            if value not in (None, {}, []):
+                print(f"  {key}: {value if isinstance(value, str | int) else json.dumps(value)}")
+    if report.version_used:
+        print(f"cloud-init reads: openstack/{report.version_used}/")
+    for warning in report.warnings:
+        print(f"warning: {warning}")
+    if report.ok:
+        print("verdict: OK (cloud-init would accept this drive)")
+    for problem in report.problems:
+        print(f"problem: {problem}")
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    drive = Path(args.drive)
+    if not drive.is_file():
+        raise UsageError(f"drive: {drive} does not exist or is not a file")
+    if args.cat:
+        from configdrive.drive import read_drive
+
+        files = read_drive(drive).files
+        if args.cat.lstrip("/") not in files:
+            raise UsageError(f"cat: {args.cat} is not on the drive")
+        sys.stdout.buffer.write(files[args.cat.lstrip("/")])
+        return EXIT_OK
+    report = inspect(drive)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        _print_inspection(report)
+    if not report.ok:
+        print(f"error: {drive}: a guest would reject this drive: {report.problems[0]}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_FAIL
+    return EXIT_OK
+
+
+def _fail(message: str, hint: str | None, code: int) -> NoReturn:
+    suffix = f" (hint: {hint})" if hint else ""
+    print(f"error: {message}{suffix}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    handler = {Verb.BUILD: cmd_build, Verb.INSPECT: cmd_inspect}[Verb(args.verb)]
+    try:
+        return handler(args)
+    except (SpecError, UsageError) as exc:
+        if args.debug:
+            raise
+        _fail(str(exc), exc.hint, EXIT_USAGE)
+    except InvalidDrive as exc:
+        if args.debug:
+            raise
+        _fail(str(exc), exc.hint, EXIT_FAIL)
+    except ConfigDriveError as exc:
+        if args.debug:
+            raise
+        _fail(str(exc), exc.hint, EXIT_FAIL)
+    except KeyboardInterrupt:
+        _fail("interrupted", None, 130)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
