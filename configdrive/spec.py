@@ -296,7 +296,9 @@ def _file(dest: str, value: object, base: Path | None, limits: Limits) -> Inject
             content = read_input(_str(value["source"], field), field, base)
         elif "content_base64" in value:
             try:
-                content = base64.b64decode(_str(value["content_base64"], field), validate=True)
+                content = base64.b64decode(
+                    _str(value["content_base64"], field, allow_empty=True), validate=True
+                )
             except (binascii.Error, ValueError):
                 raise SpecError(field, "content_base64 is not valid base64") from None
         elif "content" in value:
@@ -329,7 +331,9 @@ def _key_pairs(data: Mapping[str, Any], base: Path | None) -> tuple[KeyPair, ...
         name = _str(entry.get("name"), f"{field}.name")
         if len(name) > 255:
             raise SpecError(f"{field}.name", "is longer than 255 characters")
-        keys.append(KeyPair(name, validate_public_key(text, key_type, f"{field}.public_key"), key_type))
+        keys.append(
+            KeyPair(name, validate_public_key(text, key_type, f"{field}.public_key"), key_type)
+        )
     if len(keys) > 1:
         raise SpecError("keys", "nova takes one key pair per instance")
     return tuple(keys)
@@ -364,7 +368,10 @@ def _subnet(data: object, field: str) -> Subnet:
         cidr=str(net),
         ips=tuple(ips),
         gateway=None if gateway is None else _ip(gateway, f"{field}.gateway", version),
-        dns=tuple(_ip(d, f"{field}.dns[{j}]") for j, d in enumerate(_list(entry.get("dns"), f"{field}.dns"))),
+        dns=tuple(
+            _ip(d, f"{field}.dns[{j}]")
+            for j, d in enumerate(_list(entry.get("dns"), f"{field}.dns"))
+        ),
         routes=tuple(routes),
         dhcp=_bool(entry.get("dhcp", False), f"{field}.dhcp"),
         ipv6_address_mode=mode,
@@ -440,7 +447,9 @@ SPEC_FIELDS = {
 
 
 def _user_data(data: Mapping[str, Any], base: Path | None, limits: Limits) -> bytes | None:
-    given = [k for k in ("user_data", "user_data_file", "user_data_base64") if data.get(k) is not None]
+    given = [
+        k for k in ("user_data", "user_data_file", "user_data_base64") if data.get(k) is not None
+    ]
     if len(given) > 1:
         raise SpecError(given[1], f"conflicts with {given[0]}; give user data once")
     if not given:
@@ -450,7 +459,7 @@ def _user_data(data: Mapping[str, Any], base: Path | None, limits: Limits) -> by
         raw = read_input(_str(data[key], key), key, base)
     elif key == "user_data_base64":
         try:
-            raw = base64.b64decode(_str(data[key], key), validate=True)
+            raw = base64.b64decode(_str(data[key], key, allow_empty=True), validate=True)
         except (binascii.Error, ValueError):
             raise SpecError(key, "is not valid base64") from None
     else:
@@ -460,7 +469,8 @@ def _user_data(data: Mapping[str, Any], base: Path | None, limits: Limits) -> by
     if encoded > limits.user_data_b64:
         raise SpecError(
             "user_data",
-            f"is {len(raw)} bytes, {encoded} once base64-encoded; nova allows {limits.user_data_b64}",
+            f"is {len(raw)} bytes, {encoded} once base64-encoded; "
+            f"nova allows {limits.user_data_b64}",
             hint="compress it (cloud-init reads gzip user data) or fetch the rest at boot",
         )
     return raw
