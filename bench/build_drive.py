@@ -64,8 +64,9 @@ def main() -> int:
     if genisoimage is None:
         print("error: genisoimage is missing (hint: scripts/setup --system)", file=sys.stderr)
         return 2
-    import openstack.baremetal.configdrive as sdk_configdrive
     from importlib.metadata import version
+
+    import openstack.baremetal.configdrive as sdk_configdrive
 
     data, base = load_spec(ROOT / "examples/seed/instance.yaml")
     instance = instance_from_mapping(data, base=base)
@@ -135,7 +136,8 @@ def main() -> int:
         print(f"  {medians[name]:8.2f} ms  {name}")
     print(f"nova's way / configdrive:              {report['ratio_nova_over_configdrive']}x")
     print(
-        f"openstacksdk / configdrive.sdk:        {report['ratio_openstacksdk_over_configdrive_sdk']}x"
+        "openstacksdk / configdrive.sdk:        "
+        f"{report['ratio_openstacksdk_over_configdrive_sdk']}x"
     )
     return 0
 

@@ -63,51 +63,94 @@ def make_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("name", nargs="?", metavar="NAME", help="instance name (display name)")
     b.add_argument("-s", "--spec", metavar="FILE", help="instance spec (YAML or JSON)")
-    b.add_argument("-o", "--output", metavar="PATH", default="disk.config",
-                   help="drive image to write (default: %(default)s)")
-    b.add_argument("--format", choices=[str(f) for f in DriveFormat], default="iso9660",
-                   help="iso9660 or vfat (config-2), nocloud or nocloud-vfat (cidata); "
-                        "default: %(default)s")
-    b.add_argument("--size", metavar="SIZE", default="fit",
-                   help="VFAT image size: fit (default), nova (nova's fixed 64 MiB) or bytes "
-                        "with optional K/M suffix")
+    b.add_argument(
+        "-o",
+        "--output",
+        metavar="PATH",
+        default="disk.config",
+        help="drive image to write (default: %(default)s)",
+    )
+    b.add_argument(
+        "--format",
+        choices=[str(f) for f in DriveFormat],
+        default="iso9660",
+        help="iso9660 or vfat (config-2), nocloud or nocloud-vfat (cidata); default: %(default)s",
+    )
+    b.add_argument(
+        "--size",
+        metavar="SIZE",
+        default="fit",
+        help="VFAT image size: fit (default), nova (nova's fixed 64 MiB) or bytes "
+        "with optional K/M suffix",
+    )
     b.add_argument("--uuid", help="instance UUID (default: random)")
     b.add_argument("--hostname", help="hostname (default: the name, sanitised as nova does)")
-    b.add_argument("--dhcp-domain", metavar="DOMAIN",
-                   help="domain appended to the hostname (default: novalocal; '' for none)")
+    b.add_argument(
+        "--dhcp-domain",
+        metavar="DOMAIN",
+        help="domain appended to the hostname (default: novalocal; '' for none)",
+    )
     b.add_argument("--key-name", metavar="NAME", help="key pair name")
     b.add_argument("--key-file", metavar="FILE", help="OpenSSH public key file of the key pair")
     b.add_argument("--user-data", metavar="FILE", help="user data file (any content)")
-    b.add_argument("--file", action="append", default=[], metavar="DST=SRC",
-                   help="inject local file SRC at guest path DST (repeatable)")
-    b.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
-                   help="metadata key/value pair (repeatable)")
+    b.add_argument(
+        "--file",
+        action="append",
+        default=[],
+        metavar="DST=SRC",
+        help="inject local file SRC at guest path DST (repeatable)",
+    )
+    b.add_argument(
+        "--meta",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="metadata key/value pair (repeatable)",
+    )
     b.add_argument("--availability-zone", metavar="AZ")
     b.add_argument("--admin-pass", metavar="PASSWORD", help="admin password (drive only)")
-    b.add_argument("--nic", action="append", default=[], metavar="K=V[,K=V…]",
-                   help="add a port: mac=, net-id=, port-id=, v4-fixed-ip=, v4-cidr=, "
-                        "v4-gateway=, v6-fixed-ip=, v6-cidr=, v6-gateway=, v6-mode=, dns= "
-                        "(repeat), dhcp=true, mtu=, devname=, vif-type= (repeatable)")
-    b.add_argument("--network-file", metavar="FILE",
-                   help="YAML/JSON list of ports (the spec's `networks` field)")
+    b.add_argument(
+        "--nic",
+        action="append",
+        default=[],
+        metavar="K=V[,K=V…]",
+        help="add a port: mac=, net-id=, port-id=, v4-fixed-ip=, v4-cidr=, "
+        "v4-gateway=, v6-fixed-ip=, v6-cidr=, v6-gateway=, v6-mode=, dns= "
+        "(repeat), dhcp=true, mtu=, devname=, vif-type= (repeatable)",
+    )
+    b.add_argument(
+        "--network-file",
+        metavar="FILE",
+        help="YAML/JSON list of ports (the spec's `networks` field)",
+    )
     b.add_argument("--vendor-data", metavar="FILE", help="static vendor data (JSON object)")
-    b.add_argument("--skip-versions", metavar="LIST",
-                   help="space-separated EC2 versions not to write, like nova's "
-                        "config_drive_skip_versions (default: all but 2009-04-04 and latest)")
-    b.add_argument("--limit", action="append", default=[], metavar="NAME=N",
-                   help=f"change an input limit ({', '.join(Limits.names())})")
+    b.add_argument(
+        "--skip-versions",
+        metavar="LIST",
+        help="space-separated EC2 versions not to write, like nova's "
+        "config_drive_skip_versions (default: all but 2009-04-04 and latest)",
+    )
+    b.add_argument(
+        "--limit",
+        action="append",
+        default=[],
+        metavar="NAME=N",
+        help=f"change an input limit ({', '.join(Limits.names())})",
+    )
     b.add_argument("--force", action="store_true", help="replace an existing drive")
-    b.add_argument("--dry-run", action="store_true",
-                   help="print the tree that would be written; write nothing")
-    b.add_argument("--contents", action="store_true",
-                   help="with --dry-run, print every file's contents too")
+    b.add_argument(
+        "--dry-run", action="store_true", help="print the tree that would be written; write nothing"
+    )
+    b.add_argument(
+        "--contents", action="store_true", help="with --dry-run, print every file's contents too"
+    )
     b.add_argument("--json", action="store_true", help="machine-readable output")
 
     i = sub.add_parser(
         str(Verb.INSPECT),
         help="list a drive's tree, summarise it and validate it as cloud-init does",
         description="Read any config drive or NoCloud image (ISO9660 or VFAT) without mounting "
-                    "it. Exit 1 when a guest's cloud-init would reject it.",
+        "it. Exit 1 when a guest's cloud-init would reject it.",
     )
     i.add_argument("drive", metavar="DRIVE", help="drive image file")
     i.add_argument("--cat", metavar="PATH", help="print one file of the drive and exit")
@@ -170,7 +213,11 @@ def _nic(text: str, index: int) -> dict[str, Any]:
             raise SpecError(field, f"{version}-fixed-ip needs {version}-cidr (the subnet)")
         if not cidr:
             continue
-        subnet: dict[str, Any] = {"cidr": cidr, "ips": [ip] if ip else [], "dns": values.get("dns", [])}
+        subnet: dict[str, Any] = {
+            "cidr": cidr,
+            "ips": [ip] if ip else [],
+            "dns": values.get("dns", []),
+        }
         if f"{version}-gateway" in one:
             subnet["gateway"] = one[f"{version}-gateway"]
         if version == "v6" and "v6-mode" in one:
@@ -237,7 +284,9 @@ def spec_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], Path | Non
         try:
             data["vendor_data"] = json.loads(raw)
         except ValueError as exc:
-            raise SpecError("vendor_data", f"{args.vendor_data} is not valid JSON ({exc})") from None
+            raise SpecError(
+                "vendor_data", f"{args.vendor_data} is not valid JSON ({exc})"
+            ) from None
     if "name" not in data:
         raise SpecError("name", "is required", hint="pass NAME or a --spec file with a name")
     return data, base

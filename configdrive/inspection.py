@@ -124,7 +124,11 @@ def _check_config_drive(files: Mapping[str, bytes], report: Inspection) -> None:
             problems.append(f"{base}/{name} is empty (cloud-init rejects empty JSON files)")
             continue
         value = _json(data, f"{base}/{name}", problems)
-        if name == "network_data.json" and value is not None and not isinstance(value, dict | list | str):
+        if (
+            name == "network_data.json"
+            and value is not None
+            and not isinstance(value, dict | list | str)
+        ):
             problems.append(f"{base}/{name} must hold a JSON object")
     ec2 = files.get("ec2/latest/meta-data.json")
     if ec2 is not None:
@@ -150,7 +154,9 @@ def _check_config_drive(files: Mapping[str, bytes], report: Inspection) -> None:
         "keys": sorted(keys) if isinstance(keys, dict) else keys,
         "meta": md.get("meta", {}),
         "injected_files": [f.get("path") for f in md.get("files") or [] if isinstance(f, dict)],
-        "user_data_bytes": len(files[f"{base}/user_data"]) if f"{base}/user_data" in files else None,
+        "user_data_bytes": len(files[f"{base}/user_data"])
+        if f"{base}/user_data" in files
+        else None,
         "admin_pass": "set" if md.get("admin_pass") else None,
         "versions": sorted(present),
     }
@@ -159,7 +165,9 @@ def _check_config_drive(files: Mapping[str, bytes], report: Inspection) -> None:
 def _check_nocloud(files: Mapping[str, bytes], report: Inspection) -> None:
     for name in ("meta-data", "user-data"):
         if name not in files:
-            report.problems.append(f"{name} is missing (NoCloud needs both meta-data and user-data)")
+            report.problems.append(
+                f"{name} is missing (NoCloud needs both meta-data and user-data)"
+            )
     md: Any = {}
     if "meta-data" in files:
         try:
@@ -207,7 +215,8 @@ def inspect_contents(drive: DriveContents) -> Inspection:
         _check_nocloud(drive.files, report)
     else:
         report.problems.append(
-            f"volume label is {label!r}; guests look for 'config-2' (ConfigDrive) or 'cidata' (NoCloud)"
+            f"volume label is {label!r}; guests look for 'config-2' (ConfigDrive) "
+            "or 'cidata' (NoCloud)"
         )
         if any(p.startswith("openstack/") for p in drive.files):
             _check_config_drive(drive.files, report)

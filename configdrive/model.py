@@ -135,7 +135,9 @@ class Instance:
 
     name: str
     uuid: str = field(default_factory=lambda: str(_uuid.uuid4()))
-    hostname: str = ""  # already sanitised; "" means "derive from name" (see spec.sanitize_hostname)
+    hostname: str = (
+        ""  # already sanitised; "" means "derive from name" (see spec.sanitize_hostname)
+    )
     dhcp_domain: str | None = "novalocal"
     key_pairs: tuple[KeyPair, ...] = ()
     user_data: bytes | None = None

@@ -129,7 +129,9 @@ def cloudinit() -> CloudInit:
     return CloudInit(openstack, configdrive, nocloud, helpers, version)
 
 
-def extract_image(image: Path, dest: Path, run: Callable[..., subprocess.CompletedProcess[bytes]]) -> Path:
+def extract_image(
+    image: Path, dest: Path, run: Callable[..., subprocess.CompletedProcess[bytes]]
+) -> Path:
     """Extract a drive image with an independent tool: xorriso (ISO) or mcopy (FAT)."""
     dest.mkdir(parents=True, exist_ok=True)
     with image.open("rb") as f:

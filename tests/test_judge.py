@@ -58,9 +58,15 @@ FORMATS = [
 @pytest.mark.parametrize(("fmt", "size", "fstype"), FORMATS)
 @pytest.mark.parametrize("spec", ["seed/instance.yaml", "dual-stack.yaml"])
 def test_cloud_init_accepts_config_drive(
-    tmp_path: Path, cloudinit: Any, extract: Callable[[Path, Path], Path], sh: Run,
-    fmt: DriveFormat, size: int | None, fstype: str, spec: str,
-) -> None:  # fmt: skip
+    tmp_path: Path,
+    cloudinit: Any,
+    extract: Callable[[Path, Path], Path],
+    sh: Run,
+    fmt: DriveFormat,
+    size: int | None,
+    fstype: str,
+    spec: str,
+) -> None:
     inst = example(spec)
     image = tmp_path / "disk.config"
     build(inst, image, fmt, vfat_size=size)
@@ -75,7 +81,9 @@ def test_cloud_init_accepts_config_drive(
     assert_config_drive_read(result, inst)
     if inst.ports:
         net = result["networkdata"]
-        assert [link["ethernet_mac_address"] for link in net["links"]] == [p.mac for p in inst.ports]
+        assert [link["ethernet_mac_address"] for link in net["links"]] == [
+            p.mac for p in inst.ports
+        ]
         macs = {p.mac: f"eth{i}" for i, p in enumerate(inst.ports)}
         cfg = cloudinit.convert_net_json(net, known_macs=macs)
         physical = [c for c in cfg["config"] if c["type"] == "physical"]
@@ -83,7 +91,9 @@ def test_cloud_init_accepts_config_drive(
         static = physical[0]["subnets"][0]
         assert static["type"] == "static" and static["address"] == "10.10.0.5"
         assert static["netmask"] == "255.255.255.0"
-        assert {"network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": "10.10.0.1"} in static["routes"]
+        assert {"network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": "10.10.0.1"} in static[
+            "routes"
+        ]
         assert physical[0]["subnets"][1]["type"] == "static6"
         assert physical[0]["mtu"] == 1450
         assert physical[1]["subnets"][0]["type"] == "dhcp4"
@@ -92,8 +102,21 @@ def test_cloud_init_accepts_config_drive(
         assert [n["address"] for n in nameservers] == ["10.10.0.2", "9.9.9.9", "fd00:10::2"]
     # the tree cloud-init would not read (older/newer versions) is there too, byte-exact
     assert sorted(p.name for p in (root / "openstack").iterdir()) == sorted(
-        ["2012-08-10", "2013-04-04", "2013-10-17", "2015-10-15", "2016-06-30", "2016-10-06",
-         "2017-02-22", "2018-08-27", "2020-10-14", "2025-04-04", "latest", "content"][: 12 if inst.files else 11])  # fmt: skip
+        [
+            "2012-08-10",
+            "2013-04-04",
+            "2013-10-17",
+            "2015-10-15",
+            "2016-06-30",
+            "2016-10-06",
+            "2017-02-22",
+            "2018-08-27",
+            "2020-10-14",
+            "2025-04-04",
+            "latest",
+            "content",
+        ][: 12 if inst.files else 11]
+    )
 
 
 @pytest.mark.parametrize("fmt", [DriveFormat.NOCLOUD, DriveFormat.NOCLOUD_VFAT], ids=str)
@@ -160,8 +183,23 @@ def test_fsck_vfat_is_clean(tmp_path: Path, sh: Run, size: int | None) -> None:
     assert not [line for line in out.splitlines()[1:] if "files," not in line], out
 
 
-NOVA_ARGV = ["genisoimage", "-o", "{out}", "-ldots", "-allow-lowercase", "-allow-multidot", "-l",
-             "-publisher", "OpenStack Nova 31.0.0", "-quiet", "-J", "-r", "-V", "config-2", "{dir}"]  # fmt: skip
+NOVA_ARGV = [
+    "genisoimage",
+    "-o",
+    "{out}",
+    "-ldots",
+    "-allow-lowercase",
+    "-allow-multidot",
+    "-l",
+    "-publisher",
+    "OpenStack Nova 31.0.0",
+    "-quiet",
+    "-J",
+    "-r",
+    "-V",
+    "config-2",
+    "{dir}",
+]
 
 
 @pytest.mark.parametrize("spec", ["seed/instance.yaml", "dual-stack.yaml"])
@@ -184,7 +222,9 @@ def test_parity_with_nova_genisoimage(
     write_drive(tree, ours, DriveFormat.ISO9660)
 
     def snapshot(root: Path) -> dict[str, bytes]:
-        return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+        return {
+            p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()
+        }
 
     from_nova = snapshot(extract(nova, tmp_path / "a"))
     from_ours = snapshot(extract(ours, tmp_path / "b"))
@@ -198,16 +238,26 @@ def test_parity_with_nova_genisoimage(
     assert read_drive(nova).files == read_drive(ours).files == tree
 
 
-def test_openstacksdk_compatible_pack(tmp_path: Path, sh: Run, extract: Callable[[Path, Path], Path]) -> None:
+def test_openstacksdk_compatible_pack(
+    tmp_path: Path, sh: Run, extract: Callable[[Path, Path], Path]
+) -> None:
     import gzip
 
     from configdrive import sdk
 
-    packed = sdk.build({"uuid": "u-1", "hostname": "h"}, user_data="#!/bin/sh\n", network_data={"links": []})
+    packed = sdk.build(
+        {"uuid": "u-1", "hostname": "h"}, user_data="#!/bin/sh\n", network_data={"links": []}
+    )
     image = tmp_path / "sdk.iso"
     image.write_bytes(gzip.decompress(base64.b64decode(packed)))
     root = extract(image, tmp_path / "x")
-    assert json.loads((root / "openstack/latest/meta_data.json").read_text()) == {"uuid": "u-1", "hostname": "h"}
+    assert json.loads((root / "openstack/latest/meta_data.json").read_text()) == {
+        "uuid": "u-1",
+        "hostname": "h",
+    }
     assert (root / "openstack/2012-08-10/user_data").read_bytes() == b"#!/bin/sh\n"
-    assert "LABEL=config-2" in sh(["blkid", "-p", "-o", "export", str(image)]).stdout.decode().splitlines()
-    assert gzip.decompress(base64.b64decode(sdk.pack(root))) [32769:32774] == b"CD001"
+    assert (
+        "LABEL=config-2"
+        in sh(["blkid", "-p", "-o", "export", str(image)]).stdout.decode().splitlines()
+    )
+    assert gzip.decompress(base64.b64decode(sdk.pack(root)))[32769:32774] == b"CD001"

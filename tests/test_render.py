@@ -11,7 +11,17 @@ from collections.abc import Callable
 
 import pytest
 
-from configdrive.model import Device, DeviceBus, DeviceKind, InjectedFile, Instance, KeyPair, Port, Route, Subnet
+from configdrive.model import (
+    Device,
+    DeviceBus,
+    DeviceKind,
+    InjectedFile,
+    Instance,
+    KeyPair,
+    Port,
+    Route,
+    Subnet,
+)
 from configdrive.render import (
     OPENSTACK_VERSIONS,
     Layout,
@@ -37,7 +47,10 @@ def make_instance(**kw: object) -> Instance:
         hostname="myinstance",
         key_pairs=(KeyPair("mykey", KEY),),
         user_data=b"#cloud-config\n",
-        files=(InjectedFile("/etc/network/interfaces", b"auto lo\n"), InjectedFile("known_hosts", b"k\n")),
+        files=(
+            InjectedFile("/etc/network/interfaces", b"auto lo\n"),
+            InjectedFile("known_hosts", b"k\n"),
+        ),
         meta={"role": "webservers", "essential": "false"},
         availability_zone="nova",
         project_id="p1",
@@ -48,19 +61,33 @@ def make_instance(**kw: object) -> Instance:
 
 # nova test_metadata.py test_InstanceMetadata_invoke_metadata_for_config_drive, defaults + user data
 NOVA_ORDER = (
-    ["ec2/2009-04-04/user-data", "ec2/2009-04-04/meta-data.json",
-     "ec2/latest/user-data", "ec2/latest/meta-data.json"]
+    [
+        "ec2/2009-04-04/user-data",
+        "ec2/2009-04-04/meta-data.json",
+        "ec2/latest/user-data",
+        "ec2/latest/meta-data.json",
+    ]
     + [f"openstack/2012-08-10/{f}" for f in ("meta_data.json", "user_data")]
     + [f"openstack/2013-04-04/{f}" for f in ("meta_data.json", "user_data")]
     + [f"openstack/2013-10-17/{f}" for f in ("meta_data.json", "user_data", "vendor_data.json")]
-    + [f"openstack/{v}/{f}" for v in ("2015-10-15", "2016-06-30")
-       for f in ("meta_data.json", "user_data", "vendor_data.json", "network_data.json")]
-    + [f"openstack/{v}/{f}"
-       for v in ("2016-10-06", "2017-02-22", "2018-08-27", "2020-10-14", "2025-04-04", "latest")
-       for f in ("meta_data.json", "user_data", "vendor_data.json", "network_data.json",
-                 "vendor_data2.json")]
+    + [
+        f"openstack/{v}/{f}"
+        for v in ("2015-10-15", "2016-06-30")
+        for f in ("meta_data.json", "user_data", "vendor_data.json", "network_data.json")
+    ]
+    + [
+        f"openstack/{v}/{f}"
+        for v in ("2016-10-06", "2017-02-22", "2018-08-27", "2020-10-14", "2025-04-04", "latest")
+        for f in (
+            "meta_data.json",
+            "user_data",
+            "vendor_data.json",
+            "network_data.json",
+            "vendor_data2.json",
+        )
+    ]
     + ["openstack/content/0000", "openstack/content/0001"]
-)  # fmt: skip
+)
 
 
 def test_drive_paths_and_order_match_nova() -> None:
@@ -74,8 +101,17 @@ def test_no_user_data_means_no_user_data_files() -> None:
 
 
 # nova test_metadata.py test_as_json: top-level keys by version (with meta, files, keys)
-BASE_KEYS = {"uuid", "meta", "files", "public_keys", "keys", "hostname", "name", "launch_index",
-             "availability_zone"}  # fmt: skip
+BASE_KEYS = {
+    "uuid",
+    "meta",
+    "files",
+    "public_keys",
+    "keys",
+    "hostname",
+    "name",
+    "launch_index",
+    "availability_zone",
+}
 EXPECTED_KEYS = {
     "2012-08-10": BASE_KEYS,
     "2013-04-04": BASE_KEYS | {"random_seed"},
@@ -101,9 +137,21 @@ def test_meta_data_keys_by_version(version: str) -> None:
 
 def test_meta_data_key_order_and_values() -> None:
     md = meta_data(make_instance(dedicated_cpus=(4, 0, 1)), "latest", urandom=bytes)
-    assert list(md) == ["uuid", "meta", "files", "public_keys", "keys", "hostname", "name",
-                        "launch_index", "availability_zone", "random_seed", "project_id",
-                        "devices", "dedicated_cpus"]  # fmt: skip
+    assert list(md) == [
+        "uuid",
+        "meta",
+        "files",
+        "public_keys",
+        "keys",
+        "hostname",
+        "name",
+        "launch_index",
+        "availability_zone",
+        "random_seed",
+        "project_id",
+        "devices",
+        "dedicated_cpus",
+    ]
     assert md["hostname"] == "myinstance.novalocal"
     assert md["files"] == [
         {"path": "/etc/network/interfaces", "content_path": "/content/0000"},
@@ -152,7 +200,10 @@ def test_x509_key_type() -> None:
 def test_vendor_data_files() -> None:
     tree = render(make_instance(vendor_data={"a": 1}, vendor_data2={"web": {"b": 2}}))
     assert json.loads(tree["openstack/2013-10-17/vendor_data.json"]) == {"a": 1}
-    assert json.loads(tree["openstack/latest/vendor_data2.json"]) == {"static": {"a": 1}, "web": {"b": 2}}
+    assert json.loads(tree["openstack/latest/vendor_data2.json"]) == {
+        "static": {"a": 1},
+        "web": {"b": 2},
+    }
     empty = render(make_instance())
     assert empty["openstack/latest/vendor_data.json"] == b"{}"
     assert json.loads(empty["openstack/latest/vendor_data2.json"]) == {"static": {}}
@@ -161,9 +212,20 @@ def test_vendor_data_files() -> None:
 
 # devices: nova test_metadata.py fake device metadata, gated by version
 DEVICES = (
-    Device(DeviceKind.NIC, DeviceBus.PCI, "0000:00:02.0", ("foo",), mac="00:00:00:00:00:00", vlan=1000),
-    Device(DeviceKind.NIC, DeviceBus.PCI, "0000:00:03.0", (), mac="00:00:00:00:00:01", vf_trusted=True),
-    Device(DeviceKind.DISK, DeviceBus.SCSI, "0:0:0:0", ("bar",), serial="disk-vol-2352423", path="/dev/sda"),
+    Device(
+        DeviceKind.NIC, DeviceBus.PCI, "0000:00:02.0", ("foo",), mac="00:00:00:00:00:00", vlan=1000
+    ),
+    Device(
+        DeviceKind.NIC, DeviceBus.PCI, "0000:00:03.0", (), mac="00:00:00:00:00:01", vf_trusted=True
+    ),
+    Device(
+        DeviceKind.DISK,
+        DeviceBus.SCSI,
+        "0:0:0:0",
+        ("bar",),
+        serial="disk-vol-2352423",
+        path="/dev/sda",
+    ),
     Device(DeviceKind.DISK, DeviceBus.IDE, "0:0", ("baz",)),
     Device(DeviceKind.SHARE, DeviceBus.NONE, None, (), share_id="s1", share_tag="t1"),
 )
@@ -172,20 +234,47 @@ DEVICES = (
 def test_devices_gating() -> None:
     inst = make_instance(devices=DEVICES)
     newton = meta_data(inst, "2016-06-30")["devices"]
-    assert newton[0] == {"type": "nic", "mac": "00:00:00:00:00:00", "bus": "pci",
-                         "address": "0000:00:02.0", "tags": ["foo"]}  # fmt: skip
+    assert newton[0] == {
+        "type": "nic",
+        "mac": "00:00:00:00:00:00",
+        "bus": "pci",
+        "address": "0000:00:02.0",
+        "tags": ["foo"],
+    }
     assert [d["type"] for d in newton] == ["nic", "disk", "disk"]  # untagged NIC hidden
     ocata = meta_data(inst, "2017-02-22")["devices"]
     assert ocata[0]["vlan"] == 1000 and "vf_trusted" not in ocata[0]
     rocky = meta_data(inst, "2018-08-27")["devices"]
     assert list(rocky[0]) == ["vlan", "vf_trusted", "type", "mac", "bus", "address", "tags"]
-    assert rocky[1] == {"vf_trusted": True, "type": "nic", "mac": "00:00:00:00:00:01",
-                        "bus": "pci", "address": "0000:00:03.0"}  # fmt: skip
-    assert rocky[2] == {"type": "disk", "serial": "disk-vol-2352423", "path": "/dev/sda",
-                        "bus": "scsi", "address": "0:0:0:0", "tags": ["bar"]}  # fmt: skip
-    assert [d["type"] for d in meta_data(inst, "2020-10-14")["devices"]] == ["nic", "nic", "disk", "disk"]
+    assert rocky[1] == {
+        "vf_trusted": True,
+        "type": "nic",
+        "mac": "00:00:00:00:00:01",
+        "bus": "pci",
+        "address": "0000:00:03.0",
+    }
+    assert rocky[2] == {
+        "type": "disk",
+        "serial": "disk-vol-2352423",
+        "path": "/dev/sda",
+        "bus": "scsi",
+        "address": "0:0:0:0",
+        "tags": ["bar"],
+    }
+    assert [d["type"] for d in meta_data(inst, "2020-10-14")["devices"]] == [
+        "nic",
+        "nic",
+        "disk",
+        "disk",
+    ]
     epoxy = meta_data(inst, "2025-04-04")["devices"]
-    assert epoxy[-1] == {"type": "share", "share_id": "s1", "tag": "t1", "bus": "none", "address": "none"}
+    assert epoxy[-1] == {
+        "type": "share",
+        "share_id": "s1",
+        "tag": "t1",
+        "bus": "none",
+        "address": "none",
+    }
 
 
 # network_data: nova test_network_info.py TestNetworkMetadata reference
@@ -197,46 +286,99 @@ def nova_reference_port() -> Port:
         vif_type="ethernet",
         mtu=1500,
         subnets=(
-            Subnet("10.10.0.0/24", ("10.10.0.2",), "10.10.0.1", ("1.2.3.4", "2.3.4.5"),
-                   (Route("0.0.0.0/24", "192.168.1.1"),)),
-            Subnet("fd00::/48", ("fd00::2",), "fd00::1", ("1:2:3:4::", "2:3:4:5::"),
-                   (Route("::/48", "fd00::1:1"),)),
+            Subnet(
+                "10.10.0.0/24",
+                ("10.10.0.2",),
+                "10.10.0.1",
+                ("1.2.3.4", "2.3.4.5"),
+                (Route("0.0.0.0/24", "192.168.1.1"),),
+            ),
+            Subnet(
+                "fd00::/48",
+                ("fd00::2",),
+                "fd00::1",
+                ("1:2:3:4::", "2:3:4:5::"),
+                (Route("::/48", "fd00::1:1"),),
+            ),
         ),
-    )  # fmt: skip
+    )
 
 
 def test_network_data_matches_nova_reference() -> None:
     net = network_data(make_instance(ports=(nova_reference_port(),)))
     assert net is not None
     assert list(net) == ["links", "networks", "services"]
-    assert net["links"] == [{"id": "interface0", "vif_id": "1", "type": "phy", "mtu": 1500,
-                             "ethernet_mac_address": "aa:aa:aa:aa:aa:aa"}]  # fmt: skip
+    assert net["links"] == [
+        {
+            "id": "interface0",
+            "vif_id": "1",
+            "type": "phy",
+            "mtu": 1500,
+            "ethernet_mac_address": "aa:aa:aa:aa:aa:aa",
+        }
+    ]
     v4, v6 = net["networks"]
     assert v4 == {
-        "id": "network0", "type": "ipv4", "link": "interface0", "ip_address": "10.10.0.2",
+        "id": "network0",
+        "type": "ipv4",
+        "link": "interface0",
+        "ip_address": "10.10.0.2",
         "netmask": "255.255.255.0",
-        "routes": [{"network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": "10.10.0.1"},
-                   {"network": "0.0.0.0", "netmask": "255.255.255.0", "gateway": "192.168.1.1"}],
+        "routes": [
+            {"network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": "10.10.0.1"},
+            {"network": "0.0.0.0", "netmask": "255.255.255.0", "gateway": "192.168.1.1"},
+        ],
         "network_id": "1",
         "services": [{"type": "dns", "address": "1.2.3.4"}, {"type": "dns", "address": "2.3.4.5"}],
-    }  # fmt: skip
+    }
     assert v6["id"] == "network1" and v6["type"] == "ipv6" and v6["ip_address"] == "fd00::2"
     assert v6["netmask"] == "ffff:ffff:ffff::"
-    assert v6["routes"] == [{"network": "::", "netmask": "::", "gateway": "fd00::1"},
-                            {"network": "::", "netmask": "ffff:ffff:ffff::", "gateway": "fd00::1:1"}]  # fmt: skip
-    assert [s["address"] for s in net["services"]] == ["1.2.3.4", "2.3.4.5", "1:2:3:4::", "2:3:4:5::"]
+    assert v6["routes"] == [
+        {"network": "::", "netmask": "::", "gateway": "fd00::1"},
+        {"network": "::", "netmask": "ffff:ffff:ffff::", "gateway": "fd00::1:1"},
+    ]
+    assert [s["address"] for s in net["services"]] == [
+        "1.2.3.4",
+        "2.3.4.5",
+        "1:2:3:4::",
+        "2:3:4:5::",
+    ]
 
 
 def test_network_data_dhcp_short_form_modes_types_and_dedup() -> None:
-    dhcp = Port(mac="bb:bb:bb:bb:bb:bb", id="2", network_id="n2", vif_type="bridge", devname="tap2",
-                subnets=(Subnet("192.168.0.0/24", ("192.168.0.9",), "192.168.0.1", ("1.2.3.4",), dhcp=True),
-                         Subnet("2001:db8::/64", ("2001:db8::9",), ipv6_address_mode="dhcpv6-stateful")))  # fmt: skip
-    v6only = Port(mac="cc:cc:cc:cc:cc:cc", id="3", network_id="n3", vif_type="ovs",
-                  subnets=(Subnet("2001:db9::/64", ("2001:db9::3",), ipv6_address_mode="slaac"),))  # fmt: skip
+    dhcp = Port(
+        mac="bb:bb:bb:bb:bb:bb",
+        id="2",
+        network_id="n2",
+        vif_type="bridge",
+        devname="tap2",
+        subnets=(
+            Subnet("192.168.0.0/24", ("192.168.0.9",), "192.168.0.1", ("1.2.3.4",), dhcp=True),
+            Subnet("2001:db8::/64", ("2001:db8::9",), ipv6_address_mode="dhcpv6-stateful"),
+        ),
+    )
+    v6only = Port(
+        mac="cc:cc:cc:cc:cc:cc",
+        id="3",
+        network_id="n3",
+        vif_type="ovs",
+        subnets=(Subnet("2001:db9::/64", ("2001:db9::3",), ipv6_address_mode="slaac"),),
+    )
     net = network_data(make_instance(ports=(nova_reference_port(), dhcp, v6only)))
     assert net is not None
-    assert [n["id"] for n in net["networks"]] == ["network0", "network1", "network2", "network3", "network4"]
-    assert net["networks"][2] == {"id": "network2", "type": "ipv4_dhcp", "link": "tap2", "network_id": "n2"}
+    assert [n["id"] for n in net["networks"]] == [
+        "network0",
+        "network1",
+        "network2",
+        "network3",
+        "network4",
+    ]
+    assert net["networks"][2] == {
+        "id": "network2",
+        "type": "ipv4_dhcp",
+        "link": "tap2",
+        "network_id": "n2",
+    }
     assert net["networks"][3]["type"] == "ipv6_dhcpv6-stateful"
     assert net["networks"][3]["routes"] == []
     assert net["networks"][4]["type"] == "ipv6_slaac" and net["networks"][4]["link"] == "interface2"
@@ -254,18 +396,34 @@ def test_port_without_subnets_is_skipped_but_counted() -> None:
 def test_ec2_metadata_versions_and_public_keys() -> None:
     inst = make_instance()
     old = ec2_metadata(inst, "1.0")
-    assert list(old) == ["ami-id", "ami-launch-index", "ami-manifest-path", "instance-id", "hostname",
-                         "local-ipv4", "reservation-id", "security-groups", "public-keys"]  # fmt: skip
+    assert list(old) == [
+        "ami-id",
+        "ami-launch-index",
+        "ami-manifest-path",
+        "instance-id",
+        "hostname",
+        "local-ipv4",
+        "reservation-id",
+        "security-groups",
+        "public-keys",
+    ]
     latest = ec2_metadata(inst, "latest")
     assert latest["public-keys"] == {"0": {"_name": "0=mykey", "openssh-key": KEY}}
     assert latest["placement"] == {"availability-zone": "nova"}
     assert latest["instance-action"] == "none" and latest["ami-manifest-path"] == "FIXME"
     assert latest["local-hostname"] == "myinstance.novalocal"
     assert latest["local-ipv4"] is None  # a drive with no fixed IPv4
-    assert ec2_metadata(inst, "2007-12-15")["block-device-mapping"] == {"ami": "vda", "root": "/dev/vda"}
+    assert ec2_metadata(inst, "2007-12-15")["block-device-mapping"] == {
+        "ami": "vda",
+        "root": "/dev/vda",
+    }
     assert "instance-type" not in ec2_metadata(inst, "2007-03-01")
     assert ec2_metadata(make_instance(root_device_name=None), "latest")["block-device-mapping"] == {
-        "ami": "sda1", "ephemeral0": "sda2", "root": "/dev/sda1", "swap": "sda3"}  # fmt: skip
+        "ami": "sda1",
+        "ephemeral0": "sda2",
+        "root": "/dev/sda1",
+        "swap": "sda3",
+    }
     with pytest.raises(KeyError):
         ec2_metadata(inst, "2010-01-01")
 
@@ -276,8 +434,19 @@ def test_ec2_meta_data_json_keeps_name_quirk_and_skip_versions() -> None:
     assert md["public-keys"]["0"]["_name"] == "0=mykey"  # nova's del on the wrong dict
     all_versions = render(make_instance(), options=RenderOptions(skip_versions=()))
     assert sorted({p.split("/")[1] for p in all_versions if p.startswith("ec2/")}) == sorted(
-        ["1.0", "2007-01-19", "2007-03-01", "2007-08-29", "2007-10-10", "2007-12-15",
-         "2008-02-01", "2008-09-01", "2009-04-04", "latest"])  # fmt: skip
+        [
+            "1.0",
+            "2007-01-19",
+            "2007-03-01",
+            "2007-08-29",
+            "2007-10-10",
+            "2007-12-15",
+            "2008-02-01",
+            "2008-09-01",
+            "2009-04-04",
+            "latest",
+        ]
+    )
     no_latest = render(make_instance(), options=RenderOptions(skip_versions=("latest",)))
     assert "ec2/latest/meta-data.json" not in no_latest
     assert "ec2/2009-04-04/meta-data.json" in no_latest

@@ -63,7 +63,9 @@ def test_limits_are_configurable() -> None:
 
 
 def test_guest_paths() -> None:
-    ok = instance_from_mapping({"name": "x", "files": {"a/../b": {"content": ""}, "/etc/x": {"content": "y"}}})
+    ok = instance_from_mapping(
+        {"name": "x", "files": {"a/../b": {"content": ""}, "/etc/x": {"content": "y"}}}
+    )
     assert [f.path for f in ok.files] == ["a/../b", "/etc/x"]
     with pytest.raises(SpecError, match=r"files\[\.\./x\]: guest path must not escape"):
         instance_from_mapping({"name": "x", "files": {"../x": {"content": ""}}})

@@ -120,7 +120,8 @@ def write_drive(
         raise DriveError(f"cannot write {target}: directory {directory} does not exist")
     if target.exists() and not force:
         raise DriveError(
-            f"{target} already exists; a drive is not overwritten", hint="pass --force to replace it"
+            f"{target} already exists; a drive is not overwritten",
+            hint="pass --force to replace it",
         )
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
     tmp = Path(tmp_name)
@@ -150,7 +151,8 @@ def _link_no_clobber(tmp: Path, target: Path) -> None:
         os.link(tmp, target)
     except FileExistsError:
         raise DriveError(
-            f"{target} already exists; a drive is not overwritten", hint="pass --force to replace it"
+            f"{target} already exists; a drive is not overwritten",
+            hint="pass --force to replace it",
         ) from None
     except OSError as exc:
         if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV):
