@@ -20,10 +20,6 @@ ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden"
 
 
-def counter_urandom(n: int, _c: itertools.count[int] = itertools.count()) -> bytes:
-    raise AssertionError  # replaced per test
-
-
 def dump_tree(tree: dict[str, bytes]) -> str:
     out = []
     for path, data in tree.items():
