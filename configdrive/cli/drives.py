@@ -1,59 +1,34 @@
-"""Command line: ``configdrive build`` and ``configdrive inspect``.
-
-Only this module turns exceptions into ``error: … (hint: …)`` lines and exit codes:
-0 success, 1 failure (a drive a guest would reject, a write that failed), 2 usage or bad input.
-"""
+"""`configdrive build` and `configdrive inspect`, and the instance flags they share."""
 
 from __future__ import annotations
 
 import argparse
-import enum
 import json
-import logging
 import re
 import sys
 import uuid as _uuid
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-from configdrive import __version__
 from configdrive.builder import build, inspect, render_for
+from configdrive.cli._common import EXIT_FAIL, EXIT_OK, UsageError, pair
 from configdrive.drive import NOVA_VFAT_SIZE, DriveFormat
-from configdrive.errors import ConfigDriveError, InvalidDrive, SpecError
+from configdrive.errors import SpecError
 from configdrive.inspection import Inspection
 from configdrive.render import DEFAULT_SKIP_VERSIONS, RenderOptions, Tree
 from configdrive.spec import Limits, instance_from_mapping, load_spec, parse_spec_text, read_input
 
-__all__ = ["Verb", "main", "make_parser"]
-
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
-
-
-class Verb(enum.StrEnum):
-    BUILD = "build"
-    INSPECT = "inspect"
-
-
-class UsageError(ConfigDriveError):
-    """Bad command-line input (exit 2)."""
+__all__ = ["add_instance_args", "limits_from_args", "register", "spec_from_args"]
 
 
 # --------------------------------------------------------------------------------------------
 # parser
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="configdrive",
-        description="Build and inspect OpenStack config drives and NoCloud seeds, in-process.",
-    )
-    parser.add_argument("--version", action="version", version=f"configdrive {__version__}")
-    parser.add_argument("--debug", action="store_true", help="log every step; tracebacks on error")
-    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-
+def register(sub: Any) -> None:
+    """Add the `build` and `inspect` verbs to the top-level subparsers."""
     b = sub.add_parser(
-        str(Verb.BUILD),
+        "build",
         help="render an instance's metadata and write disk.config",
         description=(
             "Render the metadata tree nova writes (openstack/<every version>/, ec2/, content/) "
@@ -61,8 +36,6 @@ def make_parser() -> argparse.ArgumentParser:
             "`nova boot`; they override and extend a --spec file."
         ),
     )
-    b.add_argument("name", nargs="?", metavar="NAME", help="instance name (display name)")
-    b.add_argument("-s", "--spec", metavar="FILE", help="instance spec (YAML or JSON)")
     b.add_argument(
         "-o",
         "--output",
@@ -83,6 +56,39 @@ def make_parser() -> argparse.ArgumentParser:
         help="VFAT image size: fit (default), nova (nova's fixed 64 MiB) or bytes "
         "with optional K/M suffix",
     )
+    add_instance_args(b)
+    b.add_argument(
+        "--skip-versions",
+        metavar="LIST",
+        help="space-separated EC2 versions not to write, like nova's "
+        "config_drive_skip_versions (default: all but 2009-04-04 and latest)",
+    )
+    b.add_argument("--force", action="store_true", help="replace an existing drive")
+    b.add_argument(
+        "--dry-run", action="store_true", help="print the tree that would be written; write nothing"
+    )
+    b.add_argument(
+        "--contents", action="store_true", help="with --dry-run, print every file's contents too"
+    )
+    b.add_argument("--json", action="store_true", help="machine-readable output")
+
+    i = sub.add_parser(
+        "inspect",
+        help="list a drive's tree, summarise it and validate it as cloud-init does",
+        description="Read any config drive or NoCloud image (ISO9660 or VFAT) without mounting "
+        "it. Exit 1 when a guest's cloud-init would reject it.",
+    )
+    i.add_argument("drive", metavar="DRIVE", help="drive image file")
+    i.add_argument("--cat", metavar="PATH", help="print one file of the drive and exit")
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+    b.set_defaults(handler=cmd_build)
+    i.set_defaults(handler=cmd_inspect)
+
+
+def add_instance_args(b: argparse.ArgumentParser) -> None:
+    """The instance flags shared by `build` and `boot` (they mirror `nova boot`)."""
+    b.add_argument("name", nargs="?", metavar="NAME", help="instance name (display name)")
+    b.add_argument("-s", "--spec", metavar="FILE", help="instance spec (YAML or JSON)")
     b.add_argument("--uuid", help="instance UUID (default: random)")
     b.add_argument("--hostname", help="hostname (default: the name, sanitised as nova does)")
     b.add_argument(
@@ -125,48 +131,16 @@ def make_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--vendor-data", metavar="FILE", help="static vendor data (JSON object)")
     b.add_argument(
-        "--skip-versions",
-        metavar="LIST",
-        help="space-separated EC2 versions not to write, like nova's "
-        "config_drive_skip_versions (default: all but 2009-04-04 and latest)",
-    )
-    b.add_argument(
         "--limit",
         action="append",
         default=[],
         metavar="NAME=N",
         help=f"change an input limit ({', '.join(Limits.names())})",
     )
-    b.add_argument("--force", action="store_true", help="replace an existing drive")
-    b.add_argument(
-        "--dry-run", action="store_true", help="print the tree that would be written; write nothing"
-    )
-    b.add_argument(
-        "--contents", action="store_true", help="with --dry-run, print every file's contents too"
-    )
-    b.add_argument("--json", action="store_true", help="machine-readable output")
-
-    i = sub.add_parser(
-        str(Verb.INSPECT),
-        help="list a drive's tree, summarise it and validate it as cloud-init does",
-        description="Read any config drive or NoCloud image (ISO9660 or VFAT) without mounting "
-        "it. Exit 1 when a guest's cloud-init would reject it.",
-    )
-    i.add_argument("drive", metavar="DRIVE", help="drive image file")
-    i.add_argument("--cat", metavar="PATH", help="print one file of the drive and exit")
-    i.add_argument("--json", action="store_true", help="machine-readable output")
-    return parser
 
 
 # --------------------------------------------------------------------------------------------
 # flags -> spec mapping
-
-
-def _pair(text: str, flag: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise SpecError(flag, f"{text!r} is not of the form KEY=VALUE")
-    return key, value
 
 
 def _size(text: str) -> int | None:
@@ -196,7 +170,7 @@ def _nic(text: str, index: int) -> dict[str, Any]:
     field = f"nic[{index}]"
     values: dict[str, list[str]] = {}
     for item in text.split(","):
-        key, value = _pair(item, field)
+        key, value = pair(item, field)
         if key not in NIC_KEYS:
             raise SpecError(field, f"unknown key {key!r} (known: {', '.join(sorted(NIC_KEYS))})")
         values.setdefault(key, []).append(value)
@@ -265,13 +239,13 @@ def spec_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], Path | Non
         if not isinstance(files, dict):
             raise SpecError("files", "cannot merge --file into a spec whose files is a list")
         for item in args.file:
-            dest, src = _pair(item, "file")
+            dest, src = pair(item, "file")
             files[dest] = {"source": str(Path(src).expanduser().resolve())}
         data["files"] = files
     if args.meta:
         meta = dict(data.get("meta") or {})
         for item in args.meta:
-            key, value = _pair(item, "meta")
+            key, value = pair(item, "meta")
             meta[key] = value
         data["meta"] = meta
     if args.network_file:
@@ -298,10 +272,10 @@ def _render_options(args: argparse.Namespace) -> RenderOptions:
     return RenderOptions(skip_versions=tuple(args.skip_versions.split()))
 
 
-def _limits(args: argparse.Namespace) -> Limits:
+def limits_from_args(args: argparse.Namespace) -> Limits:
     limits = Limits()
     for item in args.limit:
-        name, value = _pair(item, "limit")
+        name, value = pair(item, "limit")
         if not value.isdigit():
             raise SpecError(f"limit.{name}", f"{value!r} is not a non-negative integer")
         limits = limits.replace(name, int(value))
@@ -331,7 +305,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     size = _size(args.size)
     if size is not None and fmt.filesystem != "vfat":
         raise UsageError("--size applies to VFAT formats only; ISO9660 is sized to fit")
-    instance = instance_from_mapping(data, base=base, limits=_limits(args))
+    instance = instance_from_mapping(data, base=base, limits=limits_from_args(args))
     options = _render_options(args)
     if args.dry_run:
         tree = render_for(instance, fmt, options)
@@ -391,39 +365,3 @@ def cmd_inspect(args: argparse.Namespace) -> int:
               file=sys.stderr)  # fmt: skip
         return EXIT_FAIL
     return EXIT_OK
-
-
-def _fail(message: str, hint: str | None, code: int) -> NoReturn:
-    suffix = f" (hint: {hint})" if hint else ""
-    print(f"error: {message}{suffix}", file=sys.stderr)
-    raise SystemExit(code)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = make_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    handler = {Verb.BUILD: cmd_build, Verb.INSPECT: cmd_inspect}[Verb(args.verb)]
-    try:
-        return handler(args)
-    except (SpecError, UsageError) as exc:
-        if args.debug:
-            raise
-        _fail(str(exc), exc.hint, EXIT_USAGE)
-    except InvalidDrive as exc:
-        if args.debug:
-            raise
-        _fail(str(exc), exc.hint, EXIT_FAIL)
-    except ConfigDriveError as exc:
-        if args.debug:
-            raise
-        _fail(str(exc), exc.hint, EXIT_FAIL)
-    except KeyboardInterrupt:
-        _fail("interrupted", None, 130)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

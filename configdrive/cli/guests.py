@@ -1,0 +1,330 @@
+"""`configdrive boot|list|console|delete|image|tune-image`: guests and their images."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from configdrive.cli._common import EXIT_OK, UsageError, pair
+from configdrive.cli.drives import add_instance_args, limits_from_args, spec_from_args
+from configdrive.drive import DriveFormat
+from configdrive.errors import ConfigDriveError, SpecError
+from configdrive.host import Accelerator, BackendKind, HostConfig, find_flavor, load_host_config
+from configdrive.spec import instance_from_mapping
+
+__all__ = ["register"]
+
+
+def _progress(args: argparse.Namespace) -> Any:
+    if getattr(args, "json", False):
+        return None
+    return lambda message: print(f"-- {message}", file=sys.stderr, flush=True)
+
+
+def add_host_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--host-config",
+        metavar="FILE",
+        help="host settings, nova.conf style (default: /etc/configdrive/host.conf if present)",
+    )
+    p.add_argument("--instances-path", metavar="DIR", help="override instances_path")
+    p.add_argument("--backend", choices=[str(b) for b in BackendKind], help="override backend")
+
+
+def host_from_args(args: argparse.Namespace) -> HostConfig:
+    host = load_host_config(args.host_config)
+    changes: dict[str, object] = {}
+    if args.instances_path:
+        changes["instances_path"] = Path(args.instances_path).resolve()
+    if args.backend:
+        changes["backend"] = BackendKind(args.backend)
+    for flag, key, kind in (
+        ("machine_type", "machine_type", str),
+        ("accel", "accelerator", Accelerator),
+        ("config_drive_format", "config_drive_format", DriveFormat),
+    ):
+        value = getattr(args, flag, None)
+        if value:
+            changes[key] = kind(value)
+    return host.with_(**changes)
+
+
+def _bool(text: str, field: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "yes", "1", "on"):
+        return True
+    if value in ("false", "no", "0", "off"):
+        return False
+    raise SpecError(field, f"must be true or false, not {text!r}")
+
+
+def register(sub: Any) -> None:
+    b = sub.add_parser(
+        "boot",
+        help="create and start an instance with its config drive (nova boot)",
+        description="Create <instances_path>/<uuid>/ with a qcow2 overlay, disk.config, "
+        "libvirt.xml and console.log, and start the guest through libvirt or plain QEMU. "
+        "Instance flags mirror `nova boot`.",
+    )
+    add_instance_args(b)
+    b.add_argument(
+        "--image",
+        required=True,
+        metavar="IMAGE",
+        help="image directory (from `configdrive image build`) or disk file",
+    )
+    b.add_argument("--flavor", default="1", metavar="FLAVOR", help="flavor id or name (default 1)")
+    b.add_argument(
+        "--config-drive",
+        metavar="true|false",
+        help="attach a config drive (force_config_drive in the host config also does)",
+    )
+    add_host_args(b)
+    b.add_argument("--machine-type", metavar="TYPE", help="override hw_machine_type (pc, q35, …)")
+    b.add_argument("--accel", choices=[str(a) for a in Accelerator], help="override virt_type")
+    b.add_argument(
+        "--config-drive-format",
+        choices=[str(f) for f in DriveFormat],
+        help="override config_drive_format",
+    )
+    b.add_argument(
+        "--property",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="image property override (hw_cdrom_bus, hw_disk_bus, img_config_drive)",
+    )
+    b.add_argument(
+        "--append",
+        default="",
+        metavar="ARGS",
+        help="extra kernel command line (direct kernel boot)",
+    )
+    b.add_argument(
+        "--wait",
+        metavar="PATTERN",
+        help="after starting, wait until PATTERN appears on the console",
+    )
+    b.add_argument("--timeout", type=float, default=600, help="seconds for --wait (default 600)")
+    b.add_argument("--json", action="store_true", help="machine-readable output")
+    b.set_defaults(handler=cmd_boot)
+
+    ls = sub.add_parser("list", help="list instances")
+    add_host_args(ls)
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+    ls.set_defaults(handler=cmd_list)
+
+    c = sub.add_parser("console", help="print an instance's serial console log")
+    c.add_argument("instance", metavar="NAME")
+    add_host_args(c)
+    c.add_argument("--follow", "-f", action="store_true", help="keep printing new output")
+    c.add_argument("--wait", metavar="PATTERN", help="wait until PATTERN appears, then print")
+    c.add_argument("--timeout", type=float, default=600, help="seconds for --wait (default 600)")
+    c.set_defaults(handler=cmd_console)
+
+    d = sub.add_parser("delete", help="stop an instance, remove its domain and directory")
+    d.add_argument("instance", metavar="NAME")
+    add_host_args(d)
+    d.set_defaults(handler=cmd_delete)
+
+    img = sub.add_parser("image", help="build the project's guest image")
+    isub = img.add_subparsers(dest="image_verb", metavar="ACTION", required=True)
+    ib = isub.add_parser(
+        "build",
+        help="build a Debian 12 cloud-init guest (mmdebstrap, mkfs.ext4 -d, qcow2), cached",
+    )
+    ib.add_argument(
+        "--variant",
+        choices=["tuned", "untuned"],
+        default="tuned",
+        help="tuned: the project's cloud-init settings, pollinate masked; untuned: "
+        "stock datasource list, pollinate enabled (default: tuned)",
+    )
+    ib.add_argument("--cache-dir", metavar="DIR", help="where images are cached")
+    ib.add_argument("--json", action="store_true", help="machine-readable output")
+    ib.set_defaults(handler=cmd_image_build)
+
+    t = sub.add_parser(
+        "tune-image",
+        help="set cloud-init to read the drive first and mask pollinate, offline",
+        description="Edit a qcow2 or raw image offline (no mount): write "
+        "/etc/cloud/cloud.cfg.d/90-configdrive.cfg and mask pollinate. Idempotent.",
+    )
+    t.add_argument("image", metavar="IMAGE")
+    t.add_argument(
+        "--datasource-list",
+        default="ConfigDrive,Ec2,NoCloud",
+        help="comma-separated (default: %(default)s)",
+    )
+    t.add_argument("--ec2-timeout", type=int, default=2, help="seconds (default 2)")
+    t.add_argument("--ec2-max-wait", type=int, default=5, help="seconds (default 5)")
+    t.add_argument("--keep-pollinate", action="store_true", help="leave pollinate alone")
+    t.add_argument("--dry-run", action="store_true", help="show the changes; change nothing")
+    t.add_argument("--json", action="store_true", help="machine-readable output")
+    t.set_defaults(handler=cmd_tune_image)
+
+
+def cmd_boot(args: argparse.Namespace) -> int:
+    from configdrive.compute import BootRequest, boot, load_image, wait_for_console
+
+    host = host_from_args(args)
+    data, base = spec_from_args(args)
+    instance = instance_from_mapping(data, base=base, limits=limits_from_args(args))
+    flavor = find_flavor(args.flavor)
+    image = load_image(args.image)
+    properties = dict(pair(p, "property") for p in args.property)
+    requested = None if args.config_drive is None else _bool(args.config_drive, "config_drive")
+    request = BootRequest(instance, flavor, image, requested, properties, extra_cmdline=args.append)
+    started = time.monotonic()
+    record = boot(request, host, progress=_progress(args))
+    result: dict[str, Any] = {
+        "name": record.name,
+        "uuid": record.uuid,
+        "path": str(record.path),
+        "backend": record.backend,
+        "accelerator": record.accel,
+        "machine": record.machine,
+        "config_drive": record.config_drive,
+    }
+    if args.wait:
+        wait_for_console(record, args.wait, args.timeout)
+        result["waited_s"] = round(time.monotonic() - started, 1)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        drive = record.config_drive or "none"
+        print(
+            f"{record.name} {record.uuid} started: {record.backend}, {record.accel}, "
+            f"{record.machine}, config drive {drive}; {record.path}"
+        )
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from configdrive.compute import list_instances
+    from configdrive.host import BackendKind as Kind
+    from configdrive.virt import get_backend
+
+    host = host_from_args(args)
+    rows = []
+    for record in list_instances(host):
+        try:
+            backend = get_backend(host.with_(backend=Kind(record.backend)))
+            state = "running" if backend.is_running(record.guest_spec()) else "stopped"
+        except ConfigDriveError:
+            state = "unknown"
+        rows.append(
+            {
+                "name": record.name,
+                "uuid": record.uuid,
+                "state": state,
+                "backend": record.backend,
+                "accelerator": record.accel,
+                "machine": record.machine,
+                "flavor": record.flavor,
+                "config_drive": record.config_drive,
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    print(
+        f"{'NAME':<20} {'UUID':<36} {'STATE':<8} {'BACKEND':<8} {'ACCEL':<5} {'MACHINE':<8} DRIVE"
+    )
+    for r in rows:
+        print(
+            f"{r['name']:<20} {r['uuid']:<36} {r['state']:<8} {r['backend']:<8} "
+            f"{r['accelerator']:<5} {r['machine']:<8} {r['config_drive'] or '-'}"
+        )
+    return EXIT_OK
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    from configdrive.compute import find_instance, wait_for_console
+
+    host = host_from_args(args)
+    record = find_instance(host, args.instance)
+    console = record.path / "console.log"
+    if args.wait:
+        sys.stdout.write(wait_for_console(record, args.wait, args.timeout))
+        return EXIT_OK
+    with console.open("rb") as f:
+        while True:
+            chunk = f.read(65536)
+            if chunk:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+                continue
+            if not args.follow or not console.exists():
+                return EXIT_OK
+            time.sleep(0.5)
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    from configdrive.compute import delete
+
+    record = delete(host_from_args(args), args.instance)
+    print(f"deleted {record.name} {record.uuid} ({record.path})")
+    return EXIT_OK
+
+
+def cmd_image_build(args: argparse.Namespace) -> int:
+    from configdrive.image import ImageVariant, build_image
+
+    cache = Path(args.cache_dir).resolve() if args.cache_dir else None
+    image = build_image(ImageVariant(args.variant), cache, progress=_progress(args))
+    directory = image.qcow2.parent
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "variant": str(image.variant),
+                    "path": str(directory),
+                    "qcow2": str(image.qcow2),
+                    "key": image.key,
+                }
+            )
+        )
+    else:
+        print(f"{image.variant} image ready: {directory} (boot it with --image {directory})")
+    return EXIT_OK
+
+
+def cmd_tune_image(args: argparse.Namespace) -> int:
+    from configdrive.tune import TuneSettings, tune_image
+
+    image = Path(args.image)
+    if not image.is_file():
+        raise UsageError(f"image: {image} does not exist or is not a file")
+    datasources = tuple(d.strip() for d in args.datasource_list.split(",") if d.strip())
+    if not datasources:
+        raise UsageError("datasource_list: must name at least one datasource")
+    settings = TuneSettings(
+        datasource_list=datasources,
+        ec2_timeout=args.ec2_timeout,
+        ec2_max_wait=args.ec2_max_wait,
+        disable_pollinate=not args.keep_pollinate,
+    )
+    result = tune_image(image, settings, dry_run=args.dry_run, progress=_progress(args))
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "image": str(image),
+                    "changed": result.changed,
+                    "dry_run": args.dry_run,
+                    "changes": [vars(c) for c in result.changes],
+                }
+            )
+        )
+        return EXIT_OK
+    verb = "would change" if args.dry_run else "changed"
+    if not result.changes:
+        print(f"{image}: already tuned, nothing to change")
+    for change in result.changes:
+        print(f"{verb}: {change.action} {change.path} {change.detail}".rstrip())
+    return EXIT_OK

@@ -1,0 +1,411 @@
+"""``nova boot`` on one host: instance directory, disk overlay, config drive, domain, start.
+
+Layout, as nova's libvirt driver keeps it::
+
+    <instances_path>/_base/<image key>/      hard links of the image's disk, kernels, initrds
+    <instances_path>/<uuid>/disk             qcow2 overlay on the base image (qemu-img)
+    <instances_path>/<uuid>/disk.config      the config drive (when required)
+    <instances_path>/<uuid>/libvirt.xml      the domain definition
+    <instances_path>/<uuid>/console.log      the serial console
+    <instances_path>/<uuid>/instance.json    what configdrive needs to list/delete it
+
+Everything that can be checked is checked before the directory is made; if a later step fails
+the directory (and any domain) is removed again, so no half-made instance is left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from configdrive.builder import build
+from configdrive.drive import DriveFormat
+from configdrive.errors import ConfigDriveError, SpecError
+from configdrive.host import Flavor, HostConfig
+from configdrive.model import Instance
+from configdrive.run import find_tool, run
+from configdrive.virt import Backend, get_backend
+from configdrive.virt.accel import ProbeResult, probe_accelerator
+from configdrive.virt.domain import GuestFwd, GuestSpec
+
+__all__ = [
+    "BootImage",
+    "BootRequest",
+    "InstanceRecord",
+    "boot",
+    "delete",
+    "find_instance",
+    "list_instances",
+    "load_image",
+    "required_by",
+]
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BootImage:
+    """A bootable image: a qcow2 disk, optionally kernels for direct kernel boot."""
+
+    disk: Path
+    kernel: Path | None = None
+    initrd: Path | None = None
+    kernel_generic: Path | None = None  # a kernel with AHCI (q35's SATA CD-ROM)
+    initrd_generic: Path | None = None
+    cmdline: str = ""
+    properties: Mapping[str, str] = field(default_factory=dict)
+    key: str = ""
+
+    def kernel_for(self, machine: str) -> tuple[Path | None, Path | None]:
+        if "q35" in machine and self.kernel_generic is not None:
+            return self.kernel_generic, self.initrd_generic
+        return self.kernel, self.initrd
+
+
+def load_image(ref: str | os.PathLike[str]) -> BootImage:
+    """An image by path: a directory (or manifest.json) made by ``configdrive image build``,
+    or a plain qcow2/raw file that boots by itself."""
+    path = Path(ref).expanduser()
+    manifest = path / "manifest.json" if path.is_dir() else path
+    if manifest.name == "manifest.json" and manifest.is_file():
+        try:
+            data = json.loads(manifest.read_text())
+        except (OSError, ValueError) as exc:
+            raise SpecError("image", f"{manifest} is not a readable manifest: {exc}") from None
+        base = manifest.parent
+
+        def rel(key: str) -> Path | None:
+            value = data.get(key)
+            return (
+                None
+                if not value
+                else (base / value if not Path(value).is_absolute() else Path(value))
+            )
+
+        disk = rel("qcow2")
+        if disk is None or not disk.is_file():
+            raise SpecError("image", f"{manifest} names no existing qcow2 disk")
+        image = BootImage(
+            disk=disk,
+            kernel=rel("kernel"),
+            initrd=rel("initrd"),
+            kernel_generic=rel("kernel_generic"),
+            initrd_generic=rel("initrd_generic"),
+            cmdline=str(data.get("cmdline", "")),
+            properties={str(k): str(v) for k, v in (data.get("properties") or {}).items()},
+            key=str(data.get("key", "")),
+        )
+        for part in (image.kernel, image.initrd, image.kernel_generic, image.initrd_generic):
+            if part is not None and not part.is_file():
+                raise SpecError("image", f"{manifest} names {part}, which does not exist")
+        return image
+    if path.is_file():
+        return BootImage(disk=path, key=f"{path.stat().st_ino:x}-{path.stat().st_size:x}")
+    raise SpecError("image", f"no image at {path}", hint="build one with `configdrive image build`")
+
+
+@dataclass(frozen=True)
+class BootRequest:
+    instance: Instance
+    flavor: Flavor
+    image: BootImage
+    config_drive: bool | None = None  # --config-drive true|false; None = not asked
+    properties: Mapping[str, str] = field(default_factory=dict)  # overrides image properties
+    extra_cmdline: str = ""
+    user_net: tuple[GuestFwd, ...] | None = None
+
+
+def required_by(requested: bool | None, host: HostConfig, properties: Mapping[str, str]) -> bool:
+    """nova.virt.configdrive.required_by for a new instance."""
+    return (
+        bool(requested)
+        or host.force_config_drive
+        or (properties.get("img_config_drive") == "mandatory")
+    )
+
+
+@dataclass
+class InstanceRecord:
+    """What configdrive keeps in ``instance.json``."""
+
+    name: str
+    uuid: str
+    path: Path
+    backend: str
+    accel: str
+    accel_reason: str
+    machine: str
+    flavor: str
+    config_drive: str | None
+    created: str
+    spec: dict[str, Any]
+
+    def guest_spec(self) -> GuestSpec:
+        raw = dict(self.spec)
+        for key in (
+            "disk",
+            "console_log",
+            "kernel",
+            "initrd",
+            "config_drive",
+            "qmp_socket",
+            "pidfile",
+        ):
+            if raw.get(key) is not None:
+                raw[key] = Path(raw[key])
+        if raw.get("user_net") is not None:
+            raw["user_net"] = tuple(GuestFwd(**rule) for rule in raw["user_net"])
+        return GuestSpec(**raw)
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["path"] = str(self.path)
+        return json.dumps(data, indent=2, default=str) + "\n"
+
+    @classmethod
+    def load(cls, path: Path) -> InstanceRecord:
+        data = json.loads((path / "instance.json").read_text())
+        data["path"] = Path(data["path"])
+        return cls(**data)
+
+
+def list_instances(host: HostConfig) -> list[InstanceRecord]:
+    records = []
+    if host.instances_path.is_dir():
+        for child in sorted(host.instances_path.iterdir()):
+            if (child / "instance.json").is_file():
+                with contextlib.suppress(OSError, ValueError, TypeError):
+                    records.append(InstanceRecord.load(child))
+    return records
+
+
+def find_instance(host: HostConfig, ref: str) -> InstanceRecord:
+    for record in list_instances(host):
+        if ref in (record.name, record.uuid):
+            return record
+    raise SpecError("instance", f"no instance named {ref!r} in {host.instances_path}")
+
+
+def _cache_mode(directory: Path) -> str:
+    """``none`` (O_DIRECT) where the filesystem supports it, else ``writethrough`` (as nova)."""
+    probe = directory / ".odirect-probe"
+    try:
+        fd = os.open(probe, os.O_CREAT | os.O_WRONLY | getattr(os, "O_DIRECT", 0), 0o600)
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:
+            return "writethrough"
+        raise
+    os.close(fd)
+    probe.unlink()
+    return "none"
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    if dst.exists():
+        return
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copy2(src, tmp)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, dst)
+
+
+def _base_image(image: BootImage, host: HostConfig) -> BootImage:
+    """Place the image's files in ``_base`` (readable by the hypervisor's user), like nova."""
+    key = image.key or f"{image.disk.stat().st_ino:x}"
+    base = host.instances_path / "_base" / key
+    base.mkdir(parents=True, exist_ok=True)
+    os.chmod(base, 0o755)
+    os.chmod(base.parent, 0o755)
+    placed: dict[str, Path | None] = {}
+    for name in ("disk", "kernel", "initrd", "kernel_generic", "initrd_generic"):
+        src: Path | None = getattr(image, name)
+        if src is None:
+            placed[name] = None
+            continue
+        dst = base / (name if name != "disk" else "disk.qcow2")
+        _link_or_copy(src, dst)
+        placed[name] = dst
+    disk = placed.pop("disk")
+    assert disk is not None
+    return BootImage(
+        disk=disk, cmdline=image.cmdline, properties=image.properties, key=key, **placed
+    )
+
+
+def _virtual_size(path: Path) -> int:
+    out = run([find_tool("qemu-img"), "info", "--output=json", "-U", path]).stdout
+    return int(json.loads(out)["virtual-size"])
+
+
+def boot(
+    request: BootRequest,
+    host: HostConfig,
+    backend: Backend | None = None,
+    *,
+    progress: Progress | None = None,
+) -> InstanceRecord:
+    """Create and start one instance; returns its record. Nothing is left behind on failure."""
+    say = progress or (lambda _msg: None)
+    inst = request.instance
+    properties = {**request.image.properties, **request.properties}
+    backend = backend or get_backend(host)
+    # --- checks before anything is created
+    if not request.image.disk.is_file():
+        raise SpecError("image", f"no image at {request.image.disk}")
+    for record in list_instances(host):
+        if record.name == inst.name:
+            raise SpecError(
+                "name", f"an instance named {inst.name!r} already exists ({record.uuid})"
+            )
+        if record.uuid == inst.uuid:
+            raise SpecError("uuid", f"instance {inst.uuid} already exists")
+    qemu_img = find_tool("qemu-img")
+    backend.check()
+    image_size = _virtual_size(request.image.disk)
+    flavor_bytes = request.flavor.disk_gb * 1024**3
+    if flavor_bytes < image_size:
+        raise SpecError(
+            "flavor",
+            f"{request.flavor.name} has a {request.flavor.disk_gb} GiB disk, smaller than the "
+            f"image's {image_size / 1024**3:.1f} GiB",
+        )
+    kernel, _ = request.image.kernel_for(host.machine_type)
+    probe: ProbeResult = probe_accelerator(
+        host.accelerator, kernel=kernel, qemu=host.qemu_binary, cache_dir=host.cache_dir
+    )
+    say(f"accelerator: {probe.accel} ({probe.reason})")
+    drive_needed = required_by(request.config_drive, host, properties)
+    fmt: DriveFormat = host.config_drive_format
+    # --- create
+    host.instances_path.mkdir(parents=True, exist_ok=True)
+    os.chmod(host.instances_path, 0o755)
+    directory = host.instances_path / inst.uuid
+    directory.mkdir(mode=0o755)
+    spec: GuestSpec | None = None
+    try:
+        os.chmod(directory, 0o755)
+        base = _base_image(request.image, host)
+        kernel, initrd = base.kernel_for(host.machine_type)
+        disk = directory / "disk"
+        say(f"disk: qcow2 overlay on {base.disk}")
+        run(
+            [
+                qemu_img,
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-F",
+                "qcow2",
+                "-b",
+                base.disk,
+                disk,
+                str(flavor_bytes),
+            ]
+        )
+        drive: Path | None = None
+        if drive_needed:
+            drive = directory / "disk.config"
+            result = build(inst, drive, fmt)
+            os.chmod(drive, 0o644)  # read by the hypervisor's user; nova leaves it 0644 too
+            say(f"config drive: {drive} ({fmt}, {result.size} bytes)")
+        console = directory / "console.log"
+        console.touch(mode=0o644)
+        cmdline = " ".join(p for p in (base.cmdline, request.extra_cmdline) if p)
+        spec = GuestSpec(
+            name=inst.name,
+            uuid=inst.uuid,
+            vcpus=request.flavor.vcpus,
+            ram_mb=request.flavor.ram_mb,
+            machine=host.machine_type,
+            accel=probe.accel,
+            disk=disk,
+            console_log=console,
+            kernel=kernel,
+            initrd=initrd,
+            cmdline=cmdline,
+            config_drive=drive,
+            config_drive_vfat=fmt.filesystem == "vfat",
+            cdrom_bus=properties.get("hw_cdrom_bus"),
+            disk_bus=properties.get("hw_disk_bus"),
+            cache_mode=_cache_mode(directory),
+            user_net=request.user_net,
+            qmp_socket=directory / "qmp.sock" if backend.kind == "qemu" else None,
+            pidfile=directory / "qemu.pid" if backend.kind == "qemu" else None,
+            extra_cpu=probe.cpu if probe.accel == "kvm" else None,
+        )
+        (directory / "libvirt.xml").write_text(backend.definition(spec))
+        record = InstanceRecord(
+            name=inst.name,
+            uuid=inst.uuid,
+            path=directory,
+            backend=str(backend.kind),
+            accel=probe.accel,
+            accel_reason=probe.reason,
+            machine=host.machine_type,
+            flavor=request.flavor.name,
+            config_drive=str(fmt) if drive is not None else None,
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            spec=_spec_dict(spec),
+        )
+        (directory / "instance.json").write_text(record.to_json())
+        say(f"starting {inst.name} ({backend.kind}, {probe.accel}, {host.machine_type})")
+        backend.start(spec)
+    except BaseException:
+        if spec is not None:
+            with contextlib.suppress(Exception):
+                backend.destroy(spec)
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return record
+
+
+def _spec_dict(spec: GuestSpec) -> dict[str, Any]:
+    data = asdict(spec)
+    for key, value in data.items():
+        if isinstance(value, Path):
+            data[key] = str(value)
+    return data
+
+
+def delete(host: HostConfig, ref: str, backend: Backend | None = None) -> InstanceRecord:
+    """Stop the guest, remove its domain and its instance directory."""
+    record = find_instance(host, ref)
+    if backend is None:
+        from configdrive.host import BackendKind
+
+        backend = get_backend(host.with_(backend=BackendKind(record.backend)))
+    backend.destroy(record.guest_spec())
+    shutil.rmtree(record.path)
+    return record
+
+
+def wait_for_console(
+    record: InstanceRecord, pattern: str, timeout: float, *, poll: float = 0.5
+) -> str:
+    """Wait until ``pattern`` appears on the guest's console; return the console text."""
+    console = record.path / "console.log"
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        text = console.read_text(errors="replace") if console.exists() else ""
+        if pattern in text:
+            return text
+        time.sleep(poll)
+    raise ConfigDriveError(
+        f"{record.name}: {pattern!r} did not appear on the console within {timeout:.0f}s"
+    )

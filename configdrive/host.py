@@ -1,0 +1,171 @@
+"""Host-side settings for ``configdrive boot``: a nova.conf-style file, and the flavor table.
+
+```ini
+[DEFAULT]
+instances_path = /var/lib/configdrive/instances
+force_config_drive = true
+config_drive_format = iso9660
+
+[libvirt]
+virt_type = auto            # kvm | qemu (TCG) | auto: probe KVM with a real boot, else TCG
+hw_machine_type = pc        # pc | q35 | any QEMU machine name
+connection_uri = qemu:///system
+
+[configdrive]
+backend = libvirt           # libvirt | qemu (plain QEMU, no libvirtd)
+```
+"""
+
+from __future__ import annotations
+
+import configparser
+import enum
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from configdrive.drive import DriveFormat
+from configdrive.errors import SpecError
+
+__all__ = [
+    "DEFAULT_HOST_CONFIG",
+    "FLAVORS",
+    "Accelerator",
+    "BackendKind",
+    "Flavor",
+    "HostConfig",
+    "find_flavor",
+    "load_host_config",
+]
+
+DEFAULT_HOST_CONFIG = Path("/etc/configdrive/host.conf")
+
+
+class Accelerator(enum.StrEnum):
+    AUTO = "auto"
+    KVM = "kvm"
+    TCG = "tcg"
+
+
+class BackendKind(enum.StrEnum):
+    LIBVIRT = "libvirt"
+    QEMU = "qemu"
+
+
+@dataclass(frozen=True)
+class Flavor:
+    id: str
+    name: str
+    vcpus: int
+    ram_mb: int
+    disk_gb: int
+
+
+# A small table in nova's shape. RAM and disk are sized for the project's Debian guest.
+FLAVORS: tuple[Flavor, ...] = (
+    Flavor("1", "m1.tiny", 1, 768, 4),
+    Flavor("2", "m1.small", 1, 1536, 8),
+    Flavor("3", "m1.medium", 2, 2048, 16),
+    Flavor("4", "m1.large", 2, 4096, 32),
+)
+
+
+def find_flavor(ref: str) -> Flavor:
+    """A flavor by id (``1``) or name (``m1.tiny``)."""
+    for flavor in FLAVORS:
+        if ref in (flavor.id, flavor.name):
+            return flavor
+    known = ", ".join(f"{f.id}/{f.name}" for f in FLAVORS)
+    raise SpecError("flavor", f"unknown flavor {ref!r} (known: {known})")
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """One compute host's settings (nova.conf equivalents)."""
+
+    instances_path: Path = Path("/var/lib/configdrive/instances")
+    force_config_drive: bool = False
+    config_drive_format: DriveFormat = DriveFormat.ISO9660
+    machine_type: str = "pc"
+    accelerator: Accelerator = Accelerator.AUTO
+    backend: BackendKind = BackendKind.LIBVIRT
+    libvirt_uri: str = "qemu:///system"
+    qemu_binary: str = "qemu-system-x86_64"
+    cache_dir: Path = field(
+        default_factory=lambda: Path(
+            os.environ.get("CONFIGDRIVE_CACHE", Path.home() / ".cache" / "configdrive")
+        )
+    )
+
+    def with_(self, **changes: object) -> HostConfig:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+_BOOL = {
+    "true": True,
+    "yes": True,
+    "1": True,
+    "on": True,
+    "false": False,
+    "no": False,
+    "0": False,
+    "off": False,
+}
+
+
+def load_host_config(path: str | os.PathLike[str] | None) -> HostConfig:
+    """Read a host config file; None or a missing default path gives the defaults."""
+    if path is None:
+        if not DEFAULT_HOST_CONFIG.exists():
+            return HostConfig()
+        path = DEFAULT_HOST_CONFIG
+    parser = configparser.ConfigParser(inline_comment_prefixes=("#", ";"))
+    try:
+        with open(path, encoding="utf-8") as f:
+            parser.read_file(f)
+    except OSError as exc:
+        raise SpecError("host_config", f"cannot read {path}: {exc.strerror or exc}") from None
+    except configparser.Error as exc:
+        first = str(exc).splitlines()[0]
+        raise SpecError("host_config", f"{path} is not a valid config file: {first}") from None
+    default = parser["DEFAULT"]
+    config = HostConfig()
+    changes: dict[str, object] = {}
+    if "instances_path" in default:
+        changes["instances_path"] = Path(default["instances_path"]).expanduser()
+    if "force_config_drive" in default:
+        value = default["force_config_drive"].strip().lower()
+        if value not in _BOOL:
+            raise SpecError("force_config_drive", f"must be true or false, not {value!r}")
+        changes["force_config_drive"] = _BOOL[value]
+    if "config_drive_format" in default:
+        try:
+            changes["config_drive_format"] = DriveFormat(default["config_drive_format"].strip())
+        except ValueError:
+            raise SpecError(
+                "config_drive_format", f"must be one of {', '.join(DriveFormat)}"
+            ) from None
+    if parser.has_section("libvirt"):
+        section = parser["libvirt"]
+        if "hw_machine_type" in section:
+            changes["machine_type"] = section["hw_machine_type"].strip()
+        if "virt_type" in section:
+            virt = section["virt_type"].strip()
+            accel = {"qemu": "tcg", "kvm": "kvm", "auto": "auto", "tcg": "tcg"}.get(virt)
+            if accel is None:
+                raise SpecError("virt_type", f"must be kvm, qemu (TCG) or auto, not {virt!r}")
+            changes["accelerator"] = Accelerator(accel)
+        if "connection_uri" in section:
+            changes["libvirt_uri"] = section["connection_uri"].strip()
+    if parser.has_section("configdrive"):
+        section = parser["configdrive"]
+        if "backend" in section:
+            try:
+                changes["backend"] = BackendKind(section["backend"].strip())
+            except ValueError:
+                raise SpecError("backend", "must be libvirt or qemu") from None
+        if "qemu_binary" in section:
+            changes["qemu_binary"] = section["qemu_binary"].strip()
+        if "cache_dir" in section:
+            changes["cache_dir"] = Path(section["cache_dir"]).expanduser()
+    return config.with_(**changes)

@@ -1,0 +1,141 @@
+"""Accelerator probe: use KVM only where a real short boot proves it works, else TCG.
+
+On some hosts ``/dev/kvm`` exists but is a nested, paravirtual flavour that fails on a guest
+kernel: ``-cpu host`` aborts with "failed to set MSR 0x10a", ``-cpu host,-arch-capabilities``
+starts and then dies with a KVM internal error. So the probe boots the guest kernel itself,
+without a root filesystem, and counts KVM as working only when that kernel gets as far as
+trying to mount its root. The verdict is cached for the host's current boot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from configdrive.errors import ConfigDriveError
+from configdrive.host import Accelerator
+from configdrive.run import find_tool
+from configdrive.virt.domain import check_isolated
+
+__all__ = ["ProbeResult", "probe_accelerator", "probe_argv"]
+
+KVM_CPUS = ("host", "host,-arch-capabilities")
+REACHED_ROOT = (
+    "VFS: Unable to mount root fs",
+    "Cannot open root device",
+    "Kernel panic - not syncing",
+)
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    accel: str  # "kvm" | "tcg"
+    cpu: str | None  # the -cpu that worked with KVM
+    reason: str
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+def probe_argv(qemu: str, kernel: Path, cpu: str, console: Path) -> list[str]:
+    """The probe boot: the guest kernel alone under KVM, no disk, no NIC, panics at root."""
+    argv = [
+        qemu, "-accel", "kvm", "-cpu", cpu, "-m", "256", "-nodefaults", "-no-user-config",
+        "-display", "none", "-nic", "none", "-no-reboot",
+        "-chardev", f"file,id=s0,path={console}", "-device", "isa-serial,chardev=s0",
+        "-kernel", str(kernel),
+        "-append", "console=ttyS0 panic=-1 root=/dev/configdrive-probe rootwait=0",
+    ]  # fmt: skip
+    check_isolated(argv)
+    return argv
+
+
+def _try_kvm(qemu: str, kernel: Path, cpu: str, timeout: float) -> tuple[bool, str]:
+    with tempfile.TemporaryDirectory(prefix="configdrive-kvm-probe-") as tmp:
+        log = Path(tmp) / "console.log"
+        argv = probe_argv(qemu, kernel, cpu, log)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None:
+            text = log.read_text(errors="replace") if log.exists() else ""
+            if any(marker in text for marker in REACHED_ROOT):
+                proc.kill()
+                proc.wait()
+                return True, "guest kernel reached its root mount under KVM"
+            time.sleep(0.2)
+        if proc.poll() is None:
+            proc.kill()
+        _, err = proc.communicate()
+        text = log.read_text(errors="replace") if log.exists() else ""
+        if any(marker in text for marker in REACHED_ROOT):
+            return True, "guest kernel reached its root mount under KVM"
+        detail = (err.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
+        if proc.returncode is None or time.monotonic() >= deadline:
+            detail = f"no progress within {timeout:.0f}s"
+        return False, f"-cpu {cpu}: {detail}"
+
+
+def probe_accelerator(
+    requested: Accelerator,
+    *,
+    kernel: Path | None,
+    qemu: str = "qemu-system-x86_64",
+    cache_dir: Path | None = None,
+    timeout: float = 45.0,
+) -> ProbeResult:
+    """Pick the accelerator: ``tcg`` as asked, or ``kvm`` once a real boot proved it."""
+    if requested is Accelerator.TCG:
+        return ProbeResult("tcg", None, "TCG requested")
+    kvm = Path("/dev/kvm")
+    if not kvm.exists() or not os.access(kvm, os.R_OK | os.W_OK):
+        if requested is Accelerator.KVM:
+            raise ConfigDriveError(
+                "accelerator: KVM requested but /dev/kvm is missing or not accessible",
+                hint="set virt_type = qemu (TCG) or auto in the host config",
+            )
+        return ProbeResult("tcg", None, "/dev/kvm is missing")
+    if kernel is None:
+        if requested is Accelerator.KVM:
+            return ProbeResult("kvm", "host", "KVM requested; no guest kernel to probe with")
+        return ProbeResult("tcg", None, "no guest kernel to prove KVM with")
+    qemu_path = find_tool(qemu)
+    cache = (cache_dir / "accel-probe.json") if cache_dir else None
+    key = f"{_boot_id()}:{qemu_path}:{kernel.resolve()}"
+    if cache is not None and cache.exists():
+        try:
+            saved = json.loads(cache.read_text())
+            if saved.get("key") == key:
+                return _decide(requested, ProbeResult(**saved["result"]))
+        except (OSError, ValueError, TypeError, KeyError):
+            pass
+    reasons = []
+    for cpu in KVM_CPUS:
+        ok, reason = _try_kvm(qemu_path, kernel, cpu, timeout)
+        if ok:
+            result = ProbeResult("kvm", cpu, reason)
+            break
+        reasons.append(reason)
+    else:
+        result = ProbeResult("tcg", None, "KVM failed a real boot: " + "; ".join(reasons))
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps({"key": key, "result": asdict(result)}))
+    return _decide(requested, result)
+
+
+def _decide(requested: Accelerator, result: ProbeResult) -> ProbeResult:
+    if requested is Accelerator.KVM and result.accel != "kvm":
+        raise ConfigDriveError(
+            f"accelerator: KVM requested but it does not work here ({result.reason})",
+            hint="set virt_type = qemu (TCG) or auto in the host config",
+        )
+    return result

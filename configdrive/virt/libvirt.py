@@ -1,0 +1,84 @@
+"""libvirt backend: libvirt-python against a running libvirtd with the QEMU driver."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from configdrive.errors import ConfigDriveError
+from configdrive.host import BackendKind
+from configdrive.virt.domain import GuestSpec, domain_xml
+
+__all__ = ["LibvirtBackend"]
+
+
+def _libvirt() -> Any:
+    try:
+        import libvirt
+    except ImportError:
+        raise ConfigDriveError(
+            "libvirt-python is not installed",
+            hint="scripts/setup --system installs it, or use backend = qemu",
+        ) from None
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # errors arrive as exceptions
+    return libvirt
+
+
+class LibvirtBackend:
+    kind = BackendKind.LIBVIRT
+
+    def __init__(self, uri: str = "qemu:///system") -> None:
+        self.uri = uri
+        self._conn: Any = None
+
+    def _connect(self) -> Any:
+        if self._conn is None:
+            libvirt = _libvirt()
+            try:
+                self._conn = libvirt.open(self.uri)
+            except libvirt.libvirtError as exc:
+                raise ConfigDriveError(
+                    f"cannot connect to libvirtd at {self.uri}: {exc.get_error_message()}",
+                    hint="start libvirtd (scripts/libvirtd start), or set backend = qemu",
+                ) from None
+        return self._conn
+
+    def check(self) -> None:
+        self._connect()
+
+    def definition(self, spec: GuestSpec) -> str:
+        return domain_xml(spec)
+
+    def start(self, spec: GuestSpec) -> None:
+        libvirt = _libvirt()
+        conn = self._connect()
+        try:
+            dom = conn.defineXML(domain_xml(spec))
+            dom.create()
+        except libvirt.libvirtError as exc:
+            self.destroy(spec)
+            raise ConfigDriveError(
+                f"libvirt could not start {spec.name}: {exc.get_error_message()}"
+            ) from None
+
+    def _lookup(self, spec: GuestSpec) -> Any:
+        libvirt = _libvirt()
+        try:
+            return self._connect().lookupByUUIDString(spec.uuid)
+        except libvirt.libvirtError:
+            return None
+
+    def is_running(self, spec: GuestSpec) -> bool:
+        dom = self._lookup(spec)
+        return bool(dom is not None and dom.isActive())
+
+    def destroy(self, spec: GuestSpec) -> None:
+        libvirt = _libvirt()
+        dom = self._lookup(spec)
+        if dom is None:
+            return
+        with contextlib.suppress(libvirt.libvirtError):
+            if dom.isActive():
+                dom.destroy()
+        with contextlib.suppress(libvirt.libvirtError):
+            dom.undefine()
