@@ -149,3 +149,14 @@ def extract_image(
 @pytest.fixture(scope="session")
 def extract(sh: Callable[..., subprocess.CompletedProcess[bytes]]) -> Callable[[Path, Path], Path]:
     return lambda image, dest: extract_image(image, dest, sh)
+
+
+@pytest.fixture(scope="session")
+def libvirtd() -> str:
+    """A running libvirtd with the QEMU driver (started by scripts/libvirtd if needed)."""
+    proc = subprocess.run(
+        [str(ROOT / "scripts" / "libvirtd"), "start"], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"libvirtd could not be started: {proc.stderr.strip()}", pytrace=False)
+    return "qemu:///system"

@@ -1,0 +1,66 @@
+"""libvirtd itself accepts the domain XML we build (define, read back, undefine; no boot)."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import pytest
+
+from configdrive.virt.domain import GuestFwd, GuestSpec, domain_xml
+
+pytestmark = pytest.mark.tools
+Run = Callable[..., subprocess.CompletedProcess[bytes]]
+
+
+@pytest.mark.parametrize(
+    ("machine", "vfat", "net"),
+    [("pc", False, None), ("q35", False, None), ("pc", True, None),
+     ("q35", False, (GuestFwd("169.254.169.254", 80, "127.0.0.1", 18775),))],
+)  # fmt: skip
+def test_libvirt_accepts_our_domain(
+    tmp_path: Path,
+    sh: Run,
+    libvirtd: str,
+    machine: str,
+    vfat: bool,
+    net: tuple[GuestFwd, ...] | None,
+) -> None:
+    for name in ("disk", "disk.config", "vmlinuz", "initrd.img", "console.log"):
+        (tmp_path / name).write_bytes(b"")
+    guest = GuestSpec(
+        name=f"cd-define-{uuid.uuid4().hex[:8]}", uuid=str(uuid.uuid4()), vcpus=1, ram_mb=256,
+        machine=machine, accel="tcg", disk=tmp_path / "disk", console_log=tmp_path / "console.log",
+        kernel=tmp_path / "vmlinuz", initrd=tmp_path / "initrd.img", cmdline="console=ttyS0",
+        config_drive=tmp_path / "disk.config", config_drive_vfat=vfat, user_net=net,
+    )  # fmt: skip
+    xml_file = tmp_path / "libvirt.xml"
+    xml_file.write_text(domain_xml(guest))
+    sh(["virsh", "-c", libvirtd, "define", str(xml_file)])
+    try:
+        dumped = sh(["virsh", "-c", libvirtd, "dumpxml", guest.uuid]).stdout.decode()
+    finally:
+        sh(["virsh", "-c", libvirtd, "undefine", guest.uuid])
+    root = ET.fromstring(dumped)
+    drive = root.findall("./devices/disk")[1]
+    expected = (
+        ("disk", "virtio", "vdb")
+        if vfat
+        else ("cdrom", "sata" if machine == "q35" else "ide", "sda" if machine == "q35" else "hda")
+    )
+    target = drive.find("target")
+    assert (
+        target is not None
+        and (drive.get("device"), target.get("bus"), target.get("dev")) == expected
+    )
+    driver = drive.find("driver")
+    assert driver is not None and driver.get("type") == "raw" and driver.get("cache") == "none"
+    assert root.find("./devices/interface") is None
+    if net is not None:
+        args = [
+            a.get("value") for a in root.iter("{http://libvirt.org/schemas/domain/qemu/1.0}arg")
+        ]
+        assert any(a and "restrict=on" in a for a in args)
