@@ -152,7 +152,7 @@ def register(sub: Any) -> None:
         "tune-image",
         help="set cloud-init to read the drive first and mask pollinate, offline",
         description="Edit a qcow2 or raw image offline (no mount): write "
-        "/etc/cloud/cloud.cfg.d/90-configdrive.cfg and mask pollinate. Idempotent.",
+        "/etc/cloud/cloud.cfg.d/99_configdrive.cfg and mask pollinate. Idempotent.",
     )
     t.add_argument("image", metavar="IMAGE")
     t.add_argument(
