@@ -14,7 +14,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +113,11 @@ def _map_events(report: dict[str, Any], offset: float) -> dict[str, float]:
         match = _LOG_STAMP.match(line)
         if not match:
             continue
-        stamp = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        stamp = (
+            datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f")
+            .replace(tzinfo=UTC)
+            .timestamp()
+        )  # the guest logs in UTC
         guest_uptime = float(uptime) - (wall_at_report - stamp)
         label = match.group(2)
         events.setdefault(label, round(offset + guest_uptime, 3))

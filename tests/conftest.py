@@ -160,3 +160,27 @@ def libvirtd() -> str:
     if proc.returncode != 0:
         pytest.fail(f"libvirtd could not be started: {proc.stderr.strip()}", pytrace=False)
     return "qemu:///system"
+
+
+# ---------------------------------------------------------------------------------------------
+# the project's guest images (built with mmdebstrap once, then cached by content)
+
+
+def _guest_image(variant: str) -> Any:
+    from configdrive.image import ImageVariant, build_image
+
+    return build_image(
+        ImageVariant(variant), progress=lambda m: print(f"image: {m}", file=sys.stderr, flush=True)
+    )
+
+
+@pytest.fixture(scope="session")
+def tuned_image() -> Any:
+    """The tuned guest image: cloud-init reads the drive first, pollinate masked."""
+    return _guest_image("tuned")
+
+
+@pytest.fixture(scope="session")
+def untuned_image() -> Any:
+    """The untuned guest image: stock datasource list, pollinate enabled."""
+    return _guest_image("untuned")

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from configdrive.image import GuestImage, ImageVariant, build_image, parse_check_report
+from configdrive.image import GuestImage, parse_check_report
 
 pytestmark = pytest.mark.vm
 
@@ -110,18 +110,6 @@ def run_all(guests: list[Guest]) -> None:
             running.append(guest)
         running = [g for g in running if not g.finished()]
         time.sleep(1)
-
-
-@pytest.fixture(scope="session")
-def tuned_image() -> GuestImage:
-    return build_image(ImageVariant.TUNED, progress=lambda m: print(f"image: {m}", file=sys.stderr))
-
-
-@pytest.fixture(scope="session")
-def untuned_image() -> GuestImage:
-    return build_image(
-        ImageVariant.UNTUNED, progress=lambda m: print(f"image: {m}", file=sys.stderr)
-    )
 
 
 # case -> (backend, machine, drive format)

@@ -45,20 +45,7 @@ def test_log_events_are_mapped_through_uptime() -> None:
         "epoch": "1000.0",
         "cloud_init_events": "1970-01-01 00:16:10,000 - found local data from DataSourceConfigDrive\n",
     }
-    import os
-    import time
-
-    old = os.environ.get("TZ")
-    os.environ["TZ"] = "UTC"
-    time.tzset()
-    try:
-        tl = build_timeline(CONSOLE, report)
-    finally:
-        if old is None:
-            del os.environ["TZ"]
-        else:
-            os.environ["TZ"] = old
-        time.tzset()
+    tl = build_timeline(CONSOLE, report)
     # event at wall 970.0 = 30 s before the report = guest uptime 26.0 = host 1.0 + 26.0
     assert tl.events == {"found local data from DataSourceConfigDrive": 27.0}
 

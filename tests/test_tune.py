@@ -403,7 +403,9 @@ def test_later_datasource_list_is_reported(
     (root / "etc/cloud/cloud.cfg.d/90_dpkg.cfg").write_text("datasource_list: [ NoCloud, None ]\n")
     apply_to_directory(root)
     assert ds_identify_list(root) == "ConfigDrive Ec2 NoCloud"  # the judge: ours wins
-    (root / "etc/cloud/cloud.cfg.d/99_zz-site.cfg").write_text("datasource_list: [ NoCloud, None ]\n")
+    (root / "etc/cloud/cloud.cfg.d/99_zz-site.cfg").write_text(
+        "datasource_list: [ NoCloud, None ]\n"
+    )
     caplog.set_level("INFO", logger="configdrive.tune")
     apply_to_directory(root)
     assert "99_zz-site.cfg also sets datasource_list" in caplog.text

@@ -25,6 +25,7 @@ from configdrive.virt.domain import check_isolated
 __all__ = ["ProbeResult", "probe_accelerator", "probe_argv"]
 
 KVM_CPUS = ("host", "host,-arch-capabilities")
+KVM_FAILURES = ("KVM internal error", "emulation failure", "failed to set MSR")
 REACHED_ROOT = (
     "VFS: Unable to mount root fs",
     "Cannot open root device",
@@ -63,22 +64,33 @@ def _try_kvm(qemu: str, kernel: Path, cpu: str, timeout: float) -> tuple[bool, s
     with tempfile.TemporaryDirectory(prefix="configdrive-kvm-probe-") as tmp:
         log = Path(tmp) / "console.log"
         argv = probe_argv(qemu, kernel, cpu, log)
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        errlog = Path(tmp) / "stderr.log"
+        with errlog.open("wb") as err:
+            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
         deadline = time.monotonic() + timeout
+        failed = ""
         while time.monotonic() < deadline and proc.poll() is None:
             text = log.read_text(errors="replace") if log.exists() else ""
             if any(marker in text for marker in REACHED_ROOT):
                 proc.kill()
                 proc.wait()
                 return True, "guest kernel reached its root mount under KVM"
+            errors = errlog.read_text(errors="replace")
+            if any(marker in errors for marker in KVM_FAILURES):
+                # QEMU pauses the guest on a KVM internal error instead of exiting
+                failed = next(line for line in errors.splitlines() if line.strip())
+                break
             time.sleep(0.2)
         if proc.poll() is None:
             proc.kill()
-        _, err = proc.communicate()
+        proc.wait()
         text = log.read_text(errors="replace") if log.exists() else ""
         if any(marker in text for marker in REACHED_ROOT):
             return True, "guest kernel reached its root mount under KVM"
-        detail = (err.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
+        if failed:
+            return False, f"-cpu {cpu}: {failed}"
+        lines = errlog.read_text(errors="replace").strip().splitlines()
+        detail = lines[-1] if lines else "no output"
         if proc.returncode is None or time.monotonic() >= deadline:
             detail = f"no progress within {timeout:.0f}s"
         return False, f"-cpu {cpu}: {detail}"
@@ -90,7 +102,7 @@ def probe_accelerator(
     kernel: Path | None,
     qemu: str = "qemu-system-x86_64",
     cache_dir: Path | None = None,
-    timeout: float = 45.0,
+    timeout: float = 20.0,
 ) -> ProbeResult:
     """Pick the accelerator: ``tcg`` as asked, or ``kvm`` once a real boot proved it."""
     if requested is Accelerator.TCG:
