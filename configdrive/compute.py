@@ -43,6 +43,7 @@ __all__ = [
     "InstanceRecord",
     "boot",
     "delete",
+    "domain_name",
     "find_instance",
     "list_instances",
     "load_image",
@@ -73,8 +74,13 @@ class BootImage:
 
 def load_image(ref: str | os.PathLike[str]) -> BootImage:
     """An image by path: a directory (or manifest.json) made by ``configdrive image build``,
-    or a plain qcow2/raw file that boots by itself."""
+    or a plain qcow2/raw file that boots by itself; ``tuned``/``untuned`` name the project's
+    own guest images (built on first use, then cached)."""
     path = Path(ref).expanduser()
+    if str(ref) in ("tuned", "untuned") and not path.exists():
+        from configdrive.image import ImageVariant, build_image
+
+        path = build_image(ImageVariant(str(ref))).qcow2.parent  # cached after the first build
     manifest = path / "manifest.json" if path.is_dir() else path
     if manifest.name == "manifest.json" and manifest.is_file():
         try:
@@ -251,6 +257,12 @@ def _virtual_size(path: Path) -> int:
     return int(json.loads(out)["virtual-size"])
 
 
+def domain_name(uuid: str) -> str:
+    """The hypervisor's name for an instance, like nova's ``instance_name_template``: display
+    names need not be unique, domain names must."""
+    return f"instance-{uuid}"
+
+
 def boot(
     request: BootRequest,
     host: HostConfig,
@@ -327,7 +339,7 @@ def boot(
         console.touch(mode=0o644)
         cmdline = " ".join(p for p in (base.cmdline, request.extra_cmdline) if p)
         spec = GuestSpec(
-            name=inst.name,
+            name=domain_name(inst.uuid),
             uuid=inst.uuid,
             vcpus=request.flavor.vcpus,
             ram_mb=request.flavor.ram_mb,

@@ -54,6 +54,7 @@ class Guest:
     image: Path
     work: Path
     extra: tuple[str, ...] = ()
+    uuid: str = ""
     record: dict[str, Any] = field(default_factory=dict)
     console: str = ""
     report: dict[str, Any] = field(default_factory=dict)
@@ -76,7 +77,9 @@ class Guest:
             f"[configdrive]\nbackend = {self.backend}\n"
         )
         self.started = time.monotonic()
-        proc = cli("boot", "myinstance", "--spec", str(SEED / "instance.yaml"), "--image", str(self.image),
+        self.uuid = str(uuid.uuid4())  # the seed's own uuid once per libvirt connection
+        proc = cli("boot", "myinstance", "--spec", str(SEED / "instance.yaml"), "--uuid", self.uuid,
+                   "--image", str(self.image),
                    "--flavor", "1", "--config-drive", "true", "--append", "configdrive.poweroff=1",
                    *self.host_args(), "--json", *self.extra)  # fmt: skip
         if proc.returncode != 0:
@@ -181,7 +184,8 @@ def test_guest_applies_the_seed_example(guests: dict[str, Guest], case: str) -> 
     directory = Path(guest.record["path"])
     assert sorted(p.name for p in directory.iterdir() if p.name != "qmp.sock" and p.name != "qemu.pid") == [
         "console.log", "disk", "disk.config", "instance.json", "libvirt.xml"]  # fmt: skip
-    assert directory.name == "37bf37e7-fd38-4b31-aa1b-5dffa0c35abe"
+    assert directory.name == guest.uuid == guest.record["uuid"]
+    assert f"<name>instance-{guest.uuid}</name>" in (directory / "libvirt.xml").read_text()
 
 
 def test_nocloud_drive_boots_with_nocloud(guests: dict[str, Guest]) -> None:

@@ -75,7 +75,8 @@ def register(sub: Any) -> None:
         "--image",
         required=True,
         metavar="IMAGE",
-        help="image directory (from `configdrive image build`) or disk file",
+        help="tuned or untuned (the project's guest images, built on first use), an image "
+        "directory from `configdrive image build`, or a disk file",
     )
     b.add_argument("--flavor", default="1", metavar="FLAVOR", help="flavor id or name (default 1)")
     b.add_argument(

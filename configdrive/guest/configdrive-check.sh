@@ -134,7 +134,7 @@ PYTHON
 
 say "runcmd_b64=$(b64file /var/tmp/runcmd.out)"
 say "cloud_cfg_d_b64=$(for f in /etc/cloud/cloud.cfg.d/*.cfg; do printf '# %s\n' "${f##*/}"; cat "$f"; done | b64)"
-say "cloud_init_events_b64=$(grep -E "running '(init-local|init|modules:config|modules:final)'|Searching for (local|network) data source|Seeing if we can get any data from|[Mm]ounting /dev/|Reading from /dev/|found (local|network) data from|finished at" /var/log/cloud-init.log 2>/dev/null | b64)"
+say "cloud_init_events_b64=$(grep -E "running '(init-local|init|modules:config|modules:final)'|Searching for (local|network) data source|Seeing if we can get any data from|Running command \\['mount'|Reading from /run/cloud-init/tmp/[^ ]*(meta_data\\.json|meta-data)|found (local|network) data from|finished at" /var/log/cloud-init.log 2>/dev/null | b64)"
 say "pollinate=$(systemctl show -p ActiveState,Result,UnitFileState pollinate.service 2>/dev/null | paste -sd, -)"
 started=$(systemctl show -p ExecMainStartTimestampMonotonic --value pollinate.service 2>/dev/null)
 case "$started" in
