@@ -264,7 +264,7 @@ def test_tune_image_on_the_untuned_image(
         assert guest.report["pollinate_ran"] == "no", guest.report.get("pollinate")
         assert "masked" in guest.report["pollinate"], guest.report["pollinate"]
         assert "99_configdrive.cfg" in (guest.report.get("cloud_cfg_d") or ""), guest.report.keys()
-        assert "datasource_list: [ConfigDrive, Ec2, NoCloud]" in (
+        assert "datasource_list: [ ConfigDrive, Ec2, NoCloud ]" in (
             guest.report.get("cloud_cfg_d") or ""
         )
     finally:
