@@ -137,12 +137,19 @@ def vm_root() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def guests(tuned_image: GuestImage, libvirtd: str, vm_root: Path) -> Iterator[dict[str, Guest]]:
+def guests(
+    tuned_image: GuestImage, untuned_image: GuestImage, libvirtd: str, vm_root: Path
+) -> Iterator[dict[str, Guest]]:
     image_dir = tuned_image.qcow2.parent
     booted = {
         case: Guest(case, backend, machine, fmt, image_dir, vm_root / case)
         for case, (backend, machine, fmt) in CASES.items()
     }
+    # the stock image, for contrast with tune-image's result
+    booted["qemu-pc-untuned"] = Guest(
+        "qemu-pc-untuned", "qemu", "pc", "iso9660", untuned_image.qcow2.parent,
+        vm_root / "qemu-pc-untuned",
+    )  # fmt: skip
     try:
         run_all(list(booted.values()))
         summary = {c: round(g.seconds, 1) for c, g in booted.items()}
@@ -193,6 +200,15 @@ def test_nocloud_drive_boots_with_nocloud(guests: dict[str, Guest]) -> None:
     assert_seed_applied(guest, "DataSourceNoCloud")
     # NoCloud has no personality files: configdrive carries them as write_files vendor data
     assert guest.report["files"] == {} or all(v is not None for v in guest.report["files"].values())
+
+
+def test_untuned_image_runs_pollinate_and_has_no_datasource_list(guests: dict[str, Guest]) -> None:
+    """The stock image: what tune-image changes (test_tune_image_on_the_untuned_image)."""
+    guest = guests["qemu-pc-untuned"]
+    assert_seed_applied(guest, "DataSourceConfigDrive")  # ds-identify still finds the drive
+    assert guest.report["pollinate_ran"] == "yes", guest.report["pollinate"]
+    assert "UnitFileState=enabled" in guest.report["pollinate"]
+    assert "datasource_list" not in (guest.report.get("cloud_cfg_d") or "")
 
 
 def test_list_and_duplicate_name(guests: dict[str, Guest]) -> None:
