@@ -19,22 +19,29 @@ whole disk or on an MBR/GPT partition).
 
 from __future__ import annotations
 
-import errno
-import fcntl
-import json
 import logging
 import os
 import re
 import stat
 import struct
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from configdrive.errors import ConfigDriveError, SpecError
+from configdrive.diskimage import (
+    QCOW2_MAGIC,
+    FilesystemInfo,
+    ImageError,
+    candidates,
+    locked,
+    qcow2_info,
+    qcow2_write_back,
+    temp_next_to,
+)
+from configdrive.errors import SpecError
 from configdrive.run import find_tool, run
 
 __all__ = [
@@ -65,10 +72,6 @@ SEEDED_PATH = "/var/cache/pollinate/seeded"
 # pollinate creates the flag itself; an existing one (any owner) is left as it is
 _EXISTENCE_SUFFICES = frozenset({SEEDED_PATH})
 _DS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
-
-
-class ImageError(ConfigDriveError):
-    """An image or root cannot be tuned: not a disk image, no ext filesystem, no cloud-init."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -487,24 +490,6 @@ def apply_to_directory(
 # ---------------------------------------------------------------------------------------------
 # a disk image, offline: locate the ext filesystem, inspect and edit it with debugfs
 
-_SECTOR = 512
-_EXT_MAGIC = 0xEF53
-_MBR_EXTENDED = frozenset({0x05, 0x0F, 0x85})
-_QCOW2_MAGIC = b"QFI\xfb"
-
-
-@dataclass(frozen=True)
-class FilesystemInfo:
-    """The root filesystem that was found (and edited) in an image."""
-
-    type: str  # "ext2" | "ext3" | "ext4"
-    offset: int  # bytes from the start of the (raw) disk
-    size: int  # bytes
-    partition: int | None  # partition number (1-based, as Linux numbers it); None: whole disk
-    partition_table: str | None  # "gpt" | "dos" | None
-    label: str
-    uuid: str
-
 
 @dataclass(frozen=True)
 class TuneResult:
@@ -518,143 +503,6 @@ class TuneResult:
     dry_run: bool
     pollinate_installed: bool
     notes: list[str]
-
-
-@dataclass(frozen=True)
-class _Partition:
-    number: int
-    offset: int
-    size: int
-    table: str
-
-
-def _read_at(f: _Reader, offset: int, size: int) -> bytes:
-    f.seek(offset)
-    return f.read(size)
-
-
-class _Reader(Protocol):
-    def seek(self, offset: int, whence: int = ..., /) -> int: ...
-
-    def read(self, size: int = ..., /) -> bytes: ...
-
-
-def _ext_superblock(f: _Reader, offset: int) -> bytes | None:
-    sb = _read_at(f, offset + 1024, 1024)
-    if len(sb) < 1024 or struct.unpack_from("<H", sb, 56)[0] != _EXT_MAGIC:
-        return None
-    return sb
-
-
-def _fs_info(sb: bytes, offset: int, part: _Partition | None) -> FilesystemInfo:
-    log_block = struct.unpack_from("<I", sb, 24)[0]
-    compat, incompat, ro_compat = struct.unpack_from("<III", sb, 92)
-    blocks = struct.unpack_from("<I", sb, 4)[0]
-    if incompat & 0x80:  # 64bit
-        blocks |= struct.unpack_from("<I", sb, 0x150)[0] << 32
-    if incompat & ~0x1E or ro_compat & ~0x7:  # beyond filetype/recover/journal_dev/meta_bg
-        kind = "ext4"
-    elif compat & 0x4:  # has_journal
-        kind = "ext3"
-    else:
-        kind = "ext2"
-    u = sb[104:120].hex()
-    return FilesystemInfo(
-        type=kind,
-        offset=offset,
-        size=blocks * (1024 << log_block),
-        partition=part.number if part else None,
-        partition_table=part.table if part else None,
-        label=sb[120:136].split(b"\0", 1)[0].decode("utf-8", "replace"),
-        uuid=f"{u[:8]}-{u[8:12]}-{u[12:16]}-{u[16:20]}-{u[20:]}",
-    )
-
-
-def _partitions(f: _Reader, disk_size: int) -> tuple[str | None, list[_Partition]]:
-    """The MBR or GPT partitions of a raw disk (parsed here, no tool needed)."""
-    mbr = _read_at(f, 0, _SECTOR)
-    if len(mbr) < _SECTOR or mbr[510:512] != b"\x55\xaa":
-        return None, []
-    entries = [struct.unpack_from("<BBBBBBBBII", mbr, 446 + 16 * i) for i in range(4)]
-    if any(e[4] == 0xEE for e in entries):
-        for sector in (512, 4096):
-            hdr = _read_at(f, sector, 92)
-            if hdr[:8] == b"EFI PART":
-                return "gpt", _gpt(f, hdr, sector, disk_size)
-        return "gpt", []
-    parts: list[_Partition] = []
-    for i, e in enumerate(entries, start=1):
-        ptype, start, count = e[4], e[8], e[9]
-        if ptype == 0 or count == 0:
-            continue
-        if ptype in _MBR_EXTENDED:
-            parts += _logical(f, start, disk_size)
-        else:
-            parts.append(_Partition(i, start * _SECTOR, count * _SECTOR, "dos"))
-    return "dos", parts
-
-
-def _gpt(f: _Reader, hdr: bytes, sector: int, disk_size: int) -> list[_Partition]:
-    entries_lba, count, esize = struct.unpack_from("<QII", hdr, 72)
-    if esize < 128 or count > 1024:
-        return []
-    table = _read_at(f, entries_lba * sector, count * esize)
-    parts = []
-    for i in range(len(table) // esize):
-        raw = table[i * esize : (i + 1) * esize]
-        if raw[:16] == bytes(16):
-            continue
-        first, last = struct.unpack_from("<QQ", raw, 32)
-        if last < first or first * sector >= disk_size:
-            continue
-        parts.append(_Partition(i + 1, first * sector, (last - first + 1) * sector, "gpt"))
-    return parts
-
-
-def _logical(f: _Reader, ext_start: int, disk_size: int) -> list[_Partition]:
-    parts: list[_Partition] = []
-    ebr, seen = ext_start, set()
-    while ebr not in seen and len(parts) < 128 and ebr * _SECTOR < disk_size:
-        seen.add(ebr)
-        data = _read_at(f, ebr * _SECTOR, _SECTOR)
-        if len(data) < _SECTOR or data[510:512] != b"\x55\xaa":
-            break
-        e1 = struct.unpack_from("<BBBBBBBBII", data, 446)
-        e2 = struct.unpack_from("<BBBBBBBBII", data, 462)
-        if e1[4] and e1[9]:
-            parts.append(
-                _Partition(5 + len(parts), (ebr + e1[8]) * _SECTOR, e1[9] * _SECTOR, "dos")
-            )
-        if not e2[4] or not e2[8]:
-            break
-        ebr = ext_start + e2[8]
-    return parts
-
-
-def _candidates(raw: Path) -> list[tuple[FilesystemInfo, bytes]]:
-    """Every ext2/3/4 filesystem on ``raw``: the whole disk, or its partitions."""
-    size = raw.stat().st_size
-    with raw.open("rb") as f:
-        sb = _ext_superblock(f, 0)
-        if sb is not None:
-            return [(_fs_info(sb, 0, None), sb)]
-        table, parts = _partitions(f, size)
-        if table is None:
-            raise ImageError(
-                f"{raw} is not a disk image: a raw image must hold an ext2/3/4 filesystem or an "
-                "MBR/GPT partition table, and a qcow2 image starts with 'QFI\\xfb'"
-            )
-        found = []
-        for part in parts:
-            sb = _ext_superblock(f, part.offset)
-            if sb is not None:
-                found.append((_fs_info(sb, part.offset, part), sb))
-    if not found:
-        raise ImageError(
-            f"no ext2/3/4 filesystem found: none of the {len(parts)} partition(s) of the "
-            f"{table.upper()} table holds one (the root filesystem must be ext2/3/4)"
-        )
-    return found
 
 
 def _quote(arg: str) -> str:
@@ -795,7 +643,7 @@ _PROBE = [
 
 
 def _find_root(debugfs: str, raw: Path) -> tuple[FilesystemInfo, _DebugfsFS]:
-    found = _candidates(raw)
+    found = candidates(raw)
     for info, sb in found:
         fs = _DebugfsFS(debugfs, raw, info.offset)
         fs.prefetch(_PROBE)
@@ -816,106 +664,6 @@ def _find_root(debugfs: str, raw: Path) -> tuple[FilesystemInfo, _DebugfsFS]:
         f"not a cloud-init image: no ext filesystem in the image ({where}) has /etc/cloud "
         "(the guest's root filesystem must have cloud-init installed)"
     )
-
-
-@contextmanager
-def _temp_next_to(image: Path, suffix: str) -> Iterator[Path]:
-    fd, name = tempfile.mkstemp(prefix=f".{image.name}.", suffix=suffix, dir=image.parent)
-    os.close(fd)
-    path = Path(name)
-    try:
-        yield path
-    finally:
-        with suppress(FileNotFoundError):
-            path.unlink()
-
-
-@contextmanager
-def _locked(image: Path, locked: bool) -> Iterator[None]:
-    """Take QEMU's "write permission" lock byte of the image (byte 101, exclusively).
-
-    A QEMU that has the image open read-write holds a shared lock there, so this fails while a
-    guest runs on it, and keeps one from starting meanwhile; read-only users (qemu-img -U)
-    do not conflict. ``locked=False`` (dry runs) takes no lock."""
-    if not locked:
-        yield
-        return
-    try:
-        fd = os.open(image, os.O_RDWR)
-    except PermissionError as e:
-        raise ImageError(f"{image} is not writable: tuning edits the image in place") from e
-    try:
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 101)
-        except OSError as e:
-            if e.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            raise ImageError(
-                f"{image} is in use (another process, e.g. a running QEMU, holds a lock on it): "
-                "images are tuned offline only; shut the guest down first"
-            ) from e
-        yield
-    finally:
-        os.close(fd)
-
-
-def _qcow2_info(qemu_img: str, image: Path, share: list[str]) -> dict[str, object]:
-    try:
-        proc = run([qemu_img, "info", *share, "--output=json", "-f", "qcow2", image])
-    except ConfigDriveError as e:
-        raise ImageError(
-            f"{image} starts like a qcow2 image but qemu-img cannot read it: {e}"
-        ) from e
-    info: dict[str, object] = json.loads(proc.stdout)
-    if info.get("encrypted"):
-        raise ImageError(f"{image} is an encrypted qcow2 image: only unencrypted images are tuned")
-    data = _format_data(info)
-    if data.get("data-file"):
-        raise ImageError(f"{image} keeps its data in an external file: not supported")
-    return info
-
-
-def _format_data(info: dict[str, object]) -> dict[str, object]:
-    spec = info.get("format-specific")
-    data = spec.get("data") if isinstance(spec, dict) else None
-    return data if isinstance(data, dict) else {}
-
-
-def _qcow2_write_back(qemu_img: str, raw: Path, image: Path, info: dict[str, object]) -> None:
-    """Convert ``raw`` to qcow2 with the original's compat level/cluster size and backing file,
-    then replace ``image`` atomically (keeping its permissions and owner)."""
-    opts = []
-    compat = _format_data(info).get("compat")
-    if isinstance(compat, str):
-        opts.append(f"compat={compat}")
-    cluster = info.get("cluster-size")
-    if isinstance(cluster, int):
-        opts.append(f"cluster_size={cluster}")
-    argv: list[str | Path] = [qemu_img, "convert", "-f", "raw", "-O", "qcow2"]
-    if opts:
-        argv += ["-o", ",".join(opts)]
-    backing = info.get("backing-filename")
-    if isinstance(backing, str) and backing:
-        argv += ["-B", backing]
-        bfmt = info.get("backing-filename-format")
-        if isinstance(bfmt, str) and bfmt:
-            argv += ["-F", bfmt]
-    st = image.stat()
-    with _temp_next_to(image, ".qcow2") as out:
-        run([*argv, raw, out], cwd=image.parent)
-        os.chmod(out, stat.S_IMODE(st.st_mode))
-        try:
-            os.chown(out, st.st_uid, st.st_gid)
-        except PermissionError:
-            log.warning("%s: cannot keep owner %d:%d", image, st.st_uid, st.st_gid)
-        with open(out, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(out, image)
-    dirfd = os.open(image.parent, os.O_RDONLY)
-    try:
-        os.fsync(dirfd)
-    finally:
-        os.close(dirfd)
 
 
 def _edit(
@@ -971,21 +719,21 @@ def tune_image(
     real = image.resolve()
     # only read the original: -U (force share) keeps qemu-img from wanting the write lock
     share = ["-U"]
-    with _locked(real, not dry_run):
-        if magic != _QCOW2_MAGIC:
+    with locked(real, not dry_run):
+        if magic != QCOW2_MAGIC:
             info, changes, notes, pollinate = _edit(debugfs, real, settings, dry_run, say)
             fmt = "raw"
         else:
             fmt = "qcow2"
             qemu_img = find_tool("qemu-img")
-            qinfo = _qcow2_info(qemu_img, real, share)
-            with _temp_next_to(real, ".raw") as raw:
+            qinfo = qcow2_info(qemu_img, real, share)
+            with temp_next_to(real, ".raw") as raw:
                 say("converting qcow2 to a sparse raw temp file")
                 run([qemu_img, "convert", *share, "-f", "qcow2", "-O", "raw", real, raw])
                 info, changes, notes, pollinate = _edit(debugfs, raw, settings, dry_run, say)
                 if changes and not dry_run:
                     say("converting back to qcow2")
-                    _qcow2_write_back(qemu_img, raw, real, qinfo)
+                    qcow2_write_back(qemu_img, raw, real, qinfo)
     for note in notes:
         log.info("%s: %s", image, note)
     changed = bool(changes) and not dry_run
