@@ -174,6 +174,7 @@ def assert_seed_applied(guest: Guest, datasource: str) -> None:
     assert "configdrive-runcmd-ok myinstance" in (report["runcmd"] or "")
     assert report["meta"] == {"role": "webservers", "essential": "false"}
     assert report["cloud_init_result"] == []
+    assert report["dmi_product"] == "OpenStack Nova"  # nova's sysinfo reached the guest
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if not c.endswith("nocloud")])

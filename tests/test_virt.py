@@ -76,6 +76,13 @@ def test_domain_xml_carries_the_drive_as_the_seed_shows(tmp_path: Path) -> None:
     assert root.find("./os/kernel").text == str(tmp_path / "vmlinuz")  # type: ignore[union-attr]
     assert root.find("./devices/serial/source").get("path") == str(tmp_path / "console.log")  # type: ignore[union-attr]
     assert root.find("./devices/interface") is None
+    # nova's sysinfo: the guest's DMI says OpenStack Nova (ds-identify and cloud-init read it)
+    entries = {e.get("name"): e.text for e in root.findall("./sysinfo/system/entry")}
+    assert (
+        entries["manufacturer"] == "OpenStack Foundation" and entries["product"] == "OpenStack Nova"
+    )
+    assert entries["uuid"] == "37bf37e7-fd38-4b31-aa1b-5dffa0c35abe"
+    assert root.find("./os/smbios").get("mode") == "sysinfo"  # type: ignore[union-attr]
 
 
 def test_domain_xml_q35_vfat_and_kvm(tmp_path: Path) -> None:
@@ -105,6 +112,8 @@ def test_qemu_argv(tmp_path: Path) -> None:
     )
     assert "ide-cd,bus=ide.0,unit=0,drive=drive-hda,id=hda" in joined
     assert argv[argv.index("-nic") + 1] == "none"
+    smbios = argv[argv.index("-smbios") + 1]
+    assert smbios.startswith("type=1,manufacturer=OpenStack Foundation,product=OpenStack Nova,")
     q35 = " ".join(qemu_argv(spec(tmp_path, machine="q35")))
     assert "ide-cd,bus=ide.0,drive=drive-sda,id=sda" in q35  # q35's built-in AHCI
     vfat = " ".join(qemu_argv(spec(tmp_path, config_drive_vfat=True)))

@@ -36,6 +36,7 @@ say "uptime=$up"
 say "epoch=$(date +%s.%N)"
 say "hostname=$(hostname 2>/dev/null)"
 say "fqdn=$(timeout 10 hostname -f 2>/dev/null)"
+say "dmi_product=$(cat /sys/class/dmi/id/product_name 2>/dev/null)"
 
 # What cloud-init saw and did, read from its own files with the guest's python3.
 python3 - <<'PYTHON' 2>>"$LOG" | while IFS= read -r line; do say "$line"; done

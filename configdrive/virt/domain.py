@@ -132,28 +132,55 @@ def _netdev(spec: GuestSpec) -> str:
     return ",".join(parts)
 
 
+# nova's libvirt driver (_get_guest_config_sysinfo): how a guest learns it runs on OpenStack;
+# cloud-init's ds-identify and its OpenStack datasource read these DMI fields.
+SMBIOS_SYSTEM = (
+    ("manufacturer", "OpenStack Foundation"),
+    ("product", "OpenStack Nova"),
+    ("family", "Virtual Machine"),
+)
+
+
+def _smbios_fields(spec: GuestSpec) -> tuple[tuple[str, str], ...]:
+    return (*SMBIOS_SYSTEM, ("serial", spec.uuid), ("uuid", spec.uuid))
+
+
+def _cdrom_device(slot: DriveSlot, drive_id: str) -> list[str]:
+    if slot.bus == "ide":
+        return ["-device", f"ide-cd,bus=ide.0,unit=0,drive={drive_id},id={slot.dev}"]
+    if slot.bus == "sata":  # q35's built-in AHCI controller
+        return ["-device", f"ide-cd,bus=ide.0,drive={drive_id},id={slot.dev}"]
+    if slot.bus == "scsi":
+        return ["-device", "virtio-scsi-pci,id=scsi0",
+                "-device", f"scsi-cd,bus=scsi0.0,drive={drive_id},id={slot.dev}"]  # fmt: skip
+    if slot.bus == "virtio":
+        return ["-device", f"virtio-blk-pci,drive={drive_id},id={slot.dev}"]
+    return ["-device", "qemu-xhci,id=usb",
+            "-device", f"usb-storage,drive={drive_id},id={slot.dev}"]  # fmt: skip
+
+
+def _disk_device(slot: DriveSlot, drive_id: str) -> list[str]:
+    if slot.bus == "virtio":
+        return ["-device", f"virtio-blk-pci,drive={drive_id},id={slot.dev}"]
+    unit = "" if slot.bus == "sata" else ",unit=0"
+    return ["-device", f"ide-hd,bus=ide.0{unit},drive={drive_id},id={slot.dev}"]
+
+
 def qemu_argv(spec: GuestSpec, qemu: str = "qemu-system-x86_64") -> list[str]:
     """The plain-QEMU command line for ``spec`` (no shell involved)."""
+    smbios = ",".join(f"{k}={quote_optarg(v)}" for k, v in _smbios_fields(spec))
     argv = [
         qemu,
-        "-name",
-        f"guest={quote_optarg(spec.name)}",
-        "-uuid",
-        spec.uuid,
-        "-machine",
-        f"{spec.machine},accel={spec.accel}",
-        "-m",
-        str(spec.ram_mb),
-        "-smp",
-        str(spec.vcpus),
-        "-nodefaults",
-        "-no-user-config",
-        "-display",
-        "none",
-        "-vga",
-        "none",
+        "-name", f"guest={quote_optarg(spec.name)}",
+        "-uuid", spec.uuid,
+        "-smbios", f"type=1,{smbios}",
+        "-machine", f"{spec.machine},accel={spec.accel}",
+        "-m", str(spec.ram_mb),
+        "-smp", str(spec.vcpus),
+        "-nodefaults", "-no-user-config",
+        "-display", "none", "-vga", "none",
         "-no-reboot",
-    ]
+    ]  # fmt: skip
     if spec.extra_cpu:
         argv += ["-cpu", spec.extra_cpu]
     if spec.kernel is not None:
@@ -163,52 +190,21 @@ def qemu_argv(spec: GuestSpec, qemu: str = "qemu-system-x86_64") -> list[str]:
         argv += ["-append", spec.cmdline]
     disk = quote_optarg(str(spec.disk))
     argv += [
-        "-drive",
-        f"file={disk},format=qcow2,if=none,id=drive-virtio-disk0,cache={spec.cache_mode}",
-        "-device",
-        "virtio-blk-pci,drive=drive-virtio-disk0,id=virtio-disk0,bootindex=1",
-    ]
+        "-drive", f"file={disk},format=qcow2,if=none,id=drive-virtio-disk0,cache={spec.cache_mode}",
+        "-device", "virtio-blk-pci,drive=drive-virtio-disk0,id=virtio-disk0,bootindex=1",
+    ]  # fmt: skip
     if spec.config_drive is not None:
         slot = _slot(spec)
         path = quote_optarg(str(spec.config_drive))
         drive_id = f"drive-{slot.dev}"
         common = f"file={path},format=raw,if=none,id={drive_id},cache={spec.cache_mode}"
         if slot.device == "cdrom":
-            argv += ["-drive", f"{common},media=cdrom,readonly=on"]
-            if slot.bus == "ide":
-                argv += ["-device", f"ide-cd,bus=ide.0,unit=0,drive={drive_id},id={slot.dev}"]
-            elif slot.bus == "sata":
-                argv += ["-device", f"ide-cd,bus=ide.0,drive={drive_id},id={slot.dev}"]
-            elif slot.bus == "scsi":
-                argv += [
-                    "-device",
-                    "virtio-scsi-pci,id=scsi0",
-                    "-device",
-                    f"scsi-cd,bus=scsi0.0,drive={drive_id},id={slot.dev}",
-                ]
-            elif slot.bus == "virtio":
-                argv += ["-device", f"virtio-blk-pci,drive={drive_id},id={slot.dev}"]
-            else:  # usb
-                argv += [
-                    "-device",
-                    "qemu-xhci,id=usb",
-                    "-device",
-                    f"usb-storage,drive={drive_id},id={slot.dev}",
-                ]
+            argv += ["-drive", f"{common},media=cdrom,readonly=on", *_cdrom_device(slot, drive_id)]
         else:
-            argv += ["-drive", common]
-            if slot.bus == "virtio":
-                argv += ["-device", f"virtio-blk-pci,drive={drive_id},id={slot.dev}"]
-            elif slot.bus == "sata":
-                argv += ["-device", f"ide-hd,bus=ide.0,drive={drive_id},id={slot.dev}"]
-            else:
-                argv += ["-device", f"ide-hd,bus=ide.0,unit=0,drive={drive_id},id={slot.dev}"]
-    argv += [
-        "-chardev",
-        f"file,id=charserial0,path={quote_optarg(str(spec.console_log))}",
-        "-device",
-        "isa-serial,chardev=charserial0,id=serial0",
-    ]
+            argv += ["-drive", common, *_disk_device(slot, drive_id)]
+    console = quote_optarg(str(spec.console_log))
+    argv += ["-chardev", f"file,id=charserial0,path={console}",
+             "-device", "isa-serial,chardev=charserial0,id=serial0"]  # fmt: skip
     if spec.user_net is None:
         argv += ["-nic", "none"]
     else:
@@ -235,8 +231,13 @@ def domain_xml(spec: GuestSpec) -> str:
     _sub(domain, "uuid", spec.uuid)
     _sub(domain, "memory", str(spec.ram_mb * 1024), unit="KiB")
     _sub(domain, "vcpu", str(spec.vcpus))
+    sysinfo = _sub(domain, "sysinfo", type="smbios")
+    system = _sub(sysinfo, "system")
+    for key, value in _smbios_fields(spec):
+        _sub(system, "entry", value, name=key)
     os_ = _sub(domain, "os")
     _sub(os_, "type", "hvm", arch="x86_64", machine=spec.machine)
+    _sub(os_, "smbios", mode="sysinfo")
     if spec.kernel is not None:
         _sub(os_, "kernel", str(spec.kernel))
         if spec.initrd is not None:
