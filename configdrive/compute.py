@@ -356,6 +356,7 @@ def boot(
             disk_bus=properties.get("hw_disk_bus"),
             cache_mode=_cache_mode(directory),
             user_net=request.user_net,
+            nic_mac=inst.ports[0].mac if inst.ports and request.user_net is not None else None,
             qmp_socket=directory / "qmp.sock" if backend.kind == "qemu" else None,
             pidfile=directory / "qemu.pid" if backend.kind == "qemu" else None,
             extra_cpu=probe.cpu if probe.accel == "kvm" else None,

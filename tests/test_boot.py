@@ -55,6 +55,7 @@ class Guest:
     work: Path
     extra: tuple[str, ...] = ()
     uuid: str = ""
+    spec: Path = SEED / "instance.yaml"
     record: dict[str, Any] = field(default_factory=dict)
     console: str = ""
     report: dict[str, Any] = field(default_factory=dict)
@@ -78,7 +79,7 @@ class Guest:
         )
         self.started = time.monotonic()
         self.uuid = str(uuid.uuid4())  # the seed's own uuid once per libvirt connection
-        proc = cli("boot", "myinstance", "--spec", str(SEED / "instance.yaml"), "--uuid", self.uuid,
+        proc = cli("boot", "myinstance", "--spec", str(self.spec), "--uuid", self.uuid,
                    "--image", str(self.image),
                    "--flavor", "1", "--config-drive", "true", "--append", "configdrive.poweroff=1",
                    *self.host_args(), "--json", *self.extra)  # fmt: skip
@@ -326,3 +327,64 @@ def test_boot_bad_input_leaves_nothing(tuned_image: GuestImage, vm_root: Path) -
     else:  # a host where KVM proved itself: the same request boots
         assert proc.returncode == 0, proc.stderr
         cli("delete", "vm1", "--host-config", str(conf), check=True)
+
+
+def test_restricted_network_reaches_only_the_forwarded_loopback_service(
+    tuned_image: GuestImage, vm_root: Path
+) -> None:
+    """A guest with a NIC reaches the loopback service its guestfwd rule names — every
+    connection, not just the first — and nothing else: not the internet, not the host."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            seen.append(self.path)
+            body = f"guestfwd-ok {self.path}\n".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    work = vm_root / "netcheck-files"
+    work.mkdir()
+    user_data = work / "user-data"
+    user_data.write_text(
+        "#cloud-config\nruncmd:\n"
+        "  - [sh, -c, 'for n in first second; do echo \"$n=$(curl -s -m 20 "
+        'http://169.254.169.254/latest/$n)"; done > /var/tmp/runcmd.out 2>&1; '
+        'curl -s -m 5 http://1.1.1.1/ >/dev/null 2>&1; echo "internet_rc=$?" >> /var/tmp/runcmd.out; '
+        'curl -s -m 5 http://169.254.0.2:22/ >/dev/null 2>&1; echo "host_rc=$?" >> /var/tmp/runcmd.out\']\n'
+    )
+    # the seed's injected /etc/network/interfaces would replace Debian's (and its
+    # `source interfaces.d/*`), so this guest gets the port alone
+    spec = work / "netcheck.yaml"
+    spec.write_text("name: myinstance\n")
+    port = server.server_address[1]
+    guest = Guest("netcheck", "qemu", "pc", "iso9660", tuned_image.qcow2.parent, vm_root / "netcheck", spec=spec,
+                  extra=("--user-data", str(user_data), "--guestfwd", f"169.254.169.254:80=127.0.0.1:{port}",
+                         # the port, as nova's network_data.json gives it: DHCP from QEMU's user network
+                         "--nic", "mac=fa:16:3e:00:00:99,v4-cidr=169.254.0.0/16,v4-fixed-ip=169.254.0.15,dhcp=true"))  # fmt: skip
+    try:
+        run_all([guest])
+        report = guest.report
+        assert report.get("complete"), guest.console[-3000:]
+        out = report["runcmd"] or ""
+        assert "first=guestfwd-ok /latest/first" in out, out
+        assert "second=guestfwd-ok /latest/second" in out, out  # a second connection works too
+        assert seen == ["/latest/first", "/latest/second"]
+        internet = int(out.split("internet_rc=")[1].split()[0])
+        host = int(out.split("host_rc=")[1].split()[0])
+        assert internet != 0 and host != 0, out  # restrict=on: nothing else is reachable
+    finally:
+        server.shutdown()
+        server.server_close()
+        if guest.record:
+            cli("delete", "myinstance", *guest.host_args())

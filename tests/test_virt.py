@@ -135,7 +135,7 @@ def every_guest(tmp: Path) -> list[GuestSpec]:
     ):
         specs.append(spec(tmp, machine=machine, config_drive_vfat=vfat, accel=accel, user_net=net,
                           config_drive=tmp / "disk.config" if drive else None,
-                          pidfile=tmp / "pid", qmp_socket=tmp / "qmp"))  # fmt: skip
+                          pidfile=tmp / "pid", qmp_socket=tmp / "qmp", nic_mac="fa:16:3e:00:00:01"))  # fmt: skip
     return specs
 
 
@@ -151,10 +151,14 @@ def test_every_argv_and_xml_the_project_builds_is_isolated(tmp_path: Path) -> No
             assert argv[argv.index("-nic") + 1] == "none" and "-netdev" not in argv
         else:
             netdev = argv[argv.index("-netdev") + 1]
+            assert (
+                argv[argv.index("-netdev") + 3]
+                == "virtio-net-pci,netdev=net0,mac=fa:16:3e:00:00:01"
+            )
             assert netdev.startswith("user,") and ",restrict=on," in netdev
             assert "hostfwd" not in netdev
             for rule in netdev.split(",")[4:]:
-                assert rule.startswith("guestfwd=tcp:169.254.169.254:80-tcp:127.0.0.1:")
+                assert rule.startswith("guestfwd=tcp:169.254.169.254:80-cmd:nc 127.0.0.1 ")
     for cpu in ("host", "host,-arch-capabilities"):
         check_isolated(
             probe_argv("qemu-system-x86_64", tmp_path / "vmlinuz", cpu, tmp_path / "log")
@@ -171,6 +175,30 @@ def test_every_argv_and_xml_the_project_builds_is_isolated(tmp_path: Path) -> No
         (
             ["qemu", "-netdev", "user,id=n,restrict=on,guestfwd=tcp:10.0.2.100:80-tcp:10.1.1.1:80"],
             "not a loopback",
+        ),
+        (
+            [
+                "qemu",
+                "-netdev",
+                "user,id=n,restrict=on,guestfwd=tcp:10.0.2.100:80-cmd:nc 10.1.1.1 80",
+            ],
+            "not a loopback",
+        ),
+        (
+            [
+                "qemu",
+                "-netdev",
+                "user,id=n,restrict=on,guestfwd=tcp:10.0.2.100:80-cmd:curl http://x/",
+            ],
+            "is not tcp:IP:PORT",
+        ),
+        (
+            [
+                "qemu",
+                "-netdev",
+                "user,id=n,restrict=on,guestfwd=tcp:10.0.2.100:80-cmd:nc 127.0.0.1 80; nc 8.8.8.8 53",
+            ],
+            "is not tcp:IP:PORT",
         ),
         (["qemu", "-netdev", "tap,id=n"], "'tap' is not allowed"),
         (["qemu", "-netdev", "bridge,id=n,br=virbr0"], "'bridge' is not allowed"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import sys
 import time
@@ -15,6 +16,7 @@ from configdrive.drive import DriveFormat
 from configdrive.errors import ConfigDriveError, SpecError
 from configdrive.host import Accelerator, BackendKind, HostConfig, find_flavor, load_host_config
 from configdrive.spec import instance_from_mapping
+from configdrive.virt.domain import GuestFwd
 
 __all__ = ["register"]
 
@@ -62,6 +64,26 @@ def _bool(text: str, field: str) -> bool:
     raise SpecError(field, f"must be true or false, not {text!r}")
 
 
+def _user_net(args: argparse.Namespace) -> tuple[GuestFwd, ...] | None:
+    rules = []
+    for text in args.guestfwd:
+        guest, host = pair(text, "guestfwd")
+        try:
+            guest_ip, guest_port = guest.rsplit(":", 1)
+            host_ip, host_port = host.rsplit(":", 1)
+            ipaddress.ip_address(guest_ip)
+            loopback = ipaddress.ip_address(host_ip).is_loopback
+            rule = GuestFwd(guest_ip, int(guest_port), host_ip, int(host_port))
+        except ValueError:
+            raise SpecError("guestfwd", f"{text!r} is not IP:PORT=HOST:PORT") from None
+        if not loopback:
+            raise SpecError("guestfwd", f"{host_ip} is not a loopback address")
+        rules.append(rule)
+    if rules or args.guest_net == "restricted":
+        return tuple(rules)
+    return None
+
+
 def register(sub: Any) -> None:
     b = sub.add_parser(
         "boot",
@@ -104,6 +126,21 @@ def register(sub: Any) -> None:
         default="",
         metavar="ARGS",
         help="extra kernel command line (direct kernel boot)",
+    )
+    b.add_argument(
+        "--guest-net",
+        choices=["none", "restricted"],
+        default="none",
+        help="none (default): no NIC; restricted: QEMU user networking with "
+        "restrict=on, so the guest reaches nothing but --guestfwd targets",
+    )
+    b.add_argument(
+        "--guestfwd",
+        action="append",
+        default=[],
+        metavar="IP:PORT=HOST:PORT",
+        help="forward guest TCP IP:PORT to a loopback HOST:PORT (implies "
+        "--guest-net restricted; e.g. 169.254.169.254:80=127.0.0.1:8775)",
     )
     b.add_argument(
         "--wait",
@@ -179,7 +216,10 @@ def cmd_boot(args: argparse.Namespace) -> int:
     image = load_image(args.image)
     properties = dict(pair(p, "property") for p in args.property)
     requested = None if args.config_drive is None else _bool(args.config_drive, "config_drive")
-    request = BootRequest(instance, flavor, image, requested, properties, extra_cmdline=args.append)
+    request = BootRequest(
+        instance, flavor, image, requested, properties, extra_cmdline=args.append,
+        user_net=_user_net(args),
+    )  # fmt: skip
     started = time.monotonic()
     record = boot(request, host, progress=_progress(args))
     result: dict[str, Any] = {

@@ -75,12 +75,27 @@ def config_drive_slot(
 
 @dataclass(frozen=True)
 class GuestFwd:
-    """A ``guestfwd`` rule: guest TCP ``guest_ip:guest_port`` -> host loopback ``host:port``."""
+    """A ``guestfwd`` rule: guest TCP ``guest_ip:guest_port`` -> host loopback ``host:port``.
+
+    QEMU's ``tcp:`` target opens ONE connection when QEMU starts, which serves one guest
+    connection only; ``per_connection`` (the default) uses a ``cmd:nc HOST PORT`` target, which
+    QEMU starts for every guest connection. ``guest_ip`` must lie inside the user network
+    (``net=169.254.0.0/16`` admits 169.254.169.254).
+    """
 
     guest_ip: str
     guest_port: int
     host: str
     host_port: int
+    per_connection: bool = True
+
+    def option(self) -> str:
+        target = (
+            f"cmd:nc {self.host} {self.host_port}"
+            if self.per_connection
+            else f"tcp:{self.host}:{self.host_port}"
+        )
+        return f"guestfwd=tcp:{self.guest_ip}:{self.guest_port}-{target}"
 
 
 @dataclass(frozen=True)
@@ -106,6 +121,7 @@ class GuestSpec:
     # network: None = no NIC; else user networking, restrict=on, only these guestfwd rules
     user_net: tuple[GuestFwd, ...] | None = None
     user_net_cidr: str = "169.254.0.0/16"
+    nic_mac: str | None = None  # the instance's first port's MAC, as nova sets the VIF's
     qmp_socket: Path | None = None
     pidfile: Path | None = None
     extra_cpu: str | None = field(default=None)  # e.g. "host,-arch-capabilities" for KVM
@@ -125,11 +141,13 @@ def _slot(spec: GuestSpec) -> DriveSlot:
 def _netdev(spec: GuestSpec) -> str:
     assert spec.user_net is not None
     parts = ["user", "id=net0", "restrict=on", f"net={spec.user_net_cidr}"]
-    for rule in spec.user_net:
-        parts.append(
-            f"guestfwd=tcp:{rule.guest_ip}:{rule.guest_port}-tcp:{rule.host}:{rule.host_port}"
-        )
+    parts += [rule.option() for rule in spec.user_net]
     return ",".join(parts)
+
+
+def _nic_device(spec: GuestSpec) -> str:
+    mac = f",mac={spec.nic_mac}" if spec.nic_mac else ""
+    return f"virtio-net-pci,netdev=net0{mac}"
 
 
 # nova's libvirt driver (_get_guest_config_sysinfo): how a guest learns it runs on OpenStack;
@@ -208,7 +226,7 @@ def qemu_argv(spec: GuestSpec, qemu: str = "qemu-system-x86_64") -> list[str]:
     if spec.user_net is None:
         argv += ["-nic", "none"]
     else:
-        argv += ["-netdev", _netdev(spec), "-device", "virtio-net-pci,netdev=net0"]
+        argv += ["-netdev", _netdev(spec), "-device", _nic_device(spec)]
     if spec.qmp_socket is not None:
         argv += ["-qmp", f"unix:{quote_optarg(str(spec.qmp_socket))},server=on,wait=off"]
     if spec.pidfile is not None:
@@ -278,7 +296,7 @@ def domain_xml(spec: GuestSpec) -> str:
         # libvirt has no restrict=on for user networking: pass the isolated netdev through.
         domain.set("xmlns:qemu", "http://libvirt.org/schemas/domain/qemu/1.0")
         cmd = _sub(domain, "qemu:commandline")
-        for arg in ("-netdev", _netdev(spec), "-device", "virtio-net-pci,netdev=net0"):
+        for arg in ("-netdev", _netdev(spec), "-device", _nic_device(spec)):
             _sub(cmd, "qemu:arg", value=arg)
     ET.indent(domain)
     xml = ET.tostring(domain, encoding="unicode") + "\n"
@@ -289,7 +307,10 @@ def domain_xml(spec: GuestSpec) -> str:
 # ---------------------------------------------------------------------------------------------
 # isolation rules
 
-_GUESTFWD = re.compile(r"^tcp:([^:]+):(\d+)-(?:tcp:([^:]+):(\d+)|cmd:.*)$")
+# the only guestfwd targets allowed: a loopback TCP port, directly or through `nc HOST PORT`
+_GUESTFWD = re.compile(
+    r"^tcp:([^:]+):(\d+)-(?:tcp:([^:]+):(\d+)|cmd:nc ([0-9.]+|\[?::1\]?) (\d+))$"
+)
 
 
 def _check_netdev(value: str) -> None:
@@ -310,9 +331,11 @@ def _check_netdev(value: str) -> None:
         if key == "guestfwd":
             match = _GUESTFWD.match(val)
             if not match:
-                raise IsolationError(f"guestfwd {val!r} is not tcp:IP:PORT-tcp:HOST:PORT")
-            host = match.group(3)
-            if host is not None and not ipaddress.ip_address(host).is_loopback:
+                raise IsolationError(
+                    f"guestfwd {val!r} is not tcp:IP:PORT-tcp:HOST:PORT or -cmd:nc HOST PORT"
+                )
+            host = (match.group(3) or match.group(5)).strip("[]")
+            if not ipaddress.ip_address(host).is_loopback:
                 raise IsolationError(f"guestfwd target {host} is not a loopback address")
 
 
