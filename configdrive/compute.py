@@ -77,7 +77,7 @@ def load_image(ref: str | os.PathLike[str]) -> BootImage:
     or a plain qcow2/raw file that boots by itself; ``tuned``/``untuned`` name the project's
     own guest images (built on first use, then cached)."""
     path = Path(ref).expanduser()
-    if str(ref) in ("tuned", "untuned") and not path.exists():
+    if str(ref) in ("tuned", "untuned", "pollinate", "floor") and not path.exists():
         from configdrive.image import ImageVariant, build_image
 
         path = build_image(ImageVariant(str(ref))).qcow2.parent  # cached after the first build

@@ -134,10 +134,24 @@ Progress = Callable[[str], None]
 
 class ImageVariant(enum.StrEnum):
     """``untuned``: Debian's stock cloud-init setup (stock datasource list, pollinate enabled),
-    as an operator's image has it. ``tuned``: the same plus :mod:`configdrive.tune`."""
+    as an operator's image has it. ``tuned``: the same plus :mod:`configdrive.tune`.
+    ``pollinate``: tuned, but pollinate left enabled (isolates its cost). ``floor``:
+    ``datasource_list: [None]``, no metadata at all (the boot no injection can beat)."""
 
     UNTUNED = "untuned"
     TUNED = "tuned"
+    POLLINATE = "pollinate"
+    FLOOR = "floor"
+
+    @property
+    def tuning(self) -> tune.TuneSettings | None:
+        """The tuning this variant applies to the stock image (None: none)."""
+        return {
+            ImageVariant.UNTUNED: None,
+            ImageVariant.TUNED: tune.TuneSettings(),
+            ImageVariant.POLLINATE: tune.TuneSettings(disable_pollinate=False),
+            ImageVariant.FLOOR: tune.TuneSettings(datasource_list=("None",)),
+        }[self]
 
 
 @dataclass(frozen=True)
@@ -189,8 +203,8 @@ def recipe(variant: ImageVariant) -> dict[str, Any]:
         "guest_install": {name: [p, oct(m)] for name, (p, m) in GUEST_FILES.items()},
         "guest_links": GUEST_LINKS,
     }
-    if variant is ImageVariant.TUNED:
-        settings = tune.TuneSettings()
+    settings = variant.tuning
+    if settings is not None:
         data["tune_settings"] = repr(settings)
         data["tune_changes"] = [vars(c) for c in tune.planned_changes(settings)]
     return data
@@ -287,9 +301,10 @@ def _build(
             raise ConfigDriveError(f"mmdebstrap left mounts under {root}: {_mounts_under(root)}")
     with step("configure"):
         _configure(root, variant)
-    if variant is ImageVariant.TUNED:
+    settings = variant.tuning
+    if settings is not None:
         with step("tune"):
-            for change in tune.apply_to_directory(root, tune.TuneSettings()):
+            for change in tune.apply_to_directory(root, settings):
                 log.info("tune: %s", change)
     with step("kernels"):
         kernels = _copy_kernels(root, work)
@@ -361,7 +376,8 @@ def _configure(root: Path, variant: ImageVariant) -> None:
         _write_file(_guest(root, path), (GUEST_DIR / name).read_bytes(), mode)
     for link, target in GUEST_LINKS.items():
         _symlink(_guest(root, link), target)
-    if variant is ImageVariant.UNTUNED:  # enabled, as the package's postinst leaves it
+    settings = variant.tuning
+    if settings is None or not settings.disable_pollinate:  # enabled, as its postinst leaves it
         wants, unit = POLLINATE_WANTS
         if not _guest(root, unit).exists():
             raise ConfigDriveError(f"pollinate.service is not in the image ({unit})")

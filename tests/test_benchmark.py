@@ -1,0 +1,65 @@
+"""The first-boot benchmark: summary arithmetic (fast), and `configdrive bench boot --quick`
+booting every mode once and writing artefacts that parse (vm)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from configdrive.benchmark import STAGES, BootResult, Mode, summarize
+
+
+def result(mode: str, run: int, ready: float, meta: float | None) -> BootResult:
+    stages: dict[str, float | None] = {s: None for s in STAGES}
+    stages.update({"ready": ready, "metadata obtained": meta, "kernel": 0.4})
+    return BootResult(mode, run, "tcg", "", "no", stages, {}, {})
+
+
+def test_summary_median_min_max_and_ratio_to_floor() -> None:
+    results = [
+        result("drive-tuned", 1, 31.0, 14.0), result("floor", 1, 30.0, None),
+        result("drive-tuned", 2, 33.0, 14.4), result("floor", 2, 28.0, None),
+        result("drive-tuned", 3, 32.0, 14.2), result("floor", 3, 29.0, None),
+    ]  # fmt: skip
+    summary = summarize(results)
+    assert list(summary["stages"]) == ["drive-tuned", "floor"]  # the modes' own order
+    assert summary["stages"]["drive-tuned"]["ready"] == {
+        "median": 32.0,
+        "min": 31.0,
+        "max": 33.0,
+        "n": 3,
+    }
+    assert summary["stages"]["floor"]["metadata obtained"] is None
+    assert summary["ratio_to_floor_ready"] == {"drive-tuned": round(32.0 / 29.0, 2), "floor": 1.0}
+
+
+@pytest.mark.vm
+def test_bench_boot_quick_writes_artefacts(
+    tuned_image: object, untuned_image: object, tmp_path: Path
+) -> None:
+    out = tmp_path / "bench"
+    proc = subprocess.run(
+        [sys.executable, "-m", "configdrive", "bench", "boot", "--quick", "-o", str(out)],
+        capture_output=True, text=True, check=False, timeout=2400,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["runs_per_mode"] == 1 and doc["accelerator"] in ("tcg", "kvm")
+    assert sorted(b["mode"] for b in doc["boots"]) == sorted(m.value for m in Mode)
+    by_mode = {b["mode"]: b for b in doc["boots"]}
+    assert by_mode["drive-tuned"]["datasource"].startswith("DataSourceConfigDrive")
+    assert by_mode["drive-tuned"]["stages"]["metadata obtained"] is not None
+    assert by_mode["floor"]["stages"]["metadata obtained"] is None
+    assert by_mode["drive-pollinate"]["pollinate_ran"] == "yes"
+    assert by_mode["drive-tuned"]["pollinate_ran"] == "no"
+    for boot in doc["boots"]:
+        assert boot["stages"]["ready"] is not None and boot["stages"]["kernel"] is not None
+    rows = list(csv.DictReader((out / "boots.csv").open()))
+    assert len(rows) == len(Mode) and set(STAGES) <= set(rows[0])
+    assert (out / "boot-stages.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "ready/floor" in proc.stdout
