@@ -218,7 +218,7 @@ def _plot(summary: dict[str, Any], out: Path, accelerator: str) -> Path:
     bounds = ["kernel", "systemd", "cloud-init local", "metadata obtained", "cloud-init network",
               "cloud-init config", "cloud-init final", "cloud-init finished", "ready"]  # fmt: skip
     colors = plt.get_cmap("tab10")
-    fig, ax = plt.subplots(figsize=(10, 1.2 + 0.8 * len(modes)))
+    fig, ax = plt.subplots(figsize=(10, 2.2 + 0.8 * len(modes)))
     for y, mode in enumerate(modes):
         start = 0.0
         for i, stage in enumerate(bounds):
@@ -236,7 +236,8 @@ def _plot(summary: dict[str, Any], out: Path, accelerator: str) -> Path:
     ax.set_title("First boot by stage and injection mode")
     handles, labels = ax.get_legend_handles_labels()
     seen = dict(zip(labels, handles, strict=False))
-    ax.legend(seen.values(), seen.keys(), loc="lower right", fontsize=7, ncol=2)
+    ax.legend(seen.values(), seen.keys(), loc="upper center", bbox_to_anchor=(0.5, -0.22),
+              fontsize=7, ncol=5, frameon=False)  # fmt: skip
     fig.tight_layout()
     path = out / "boot-stages.png"
     fig.savefig(path, dpi=110)
