@@ -122,19 +122,20 @@ def boot_once(
     seed_spec: Path,
     timeout: float = 900,
     progress: Progress | None = None,
+    host: HostConfig | None = None,
+    network: bool = True,
 ) -> BootResult:
-    """Boot one guest in ``spec``'s mode and read its timeline."""
+    """Boot one guest in ``spec``'s mode and read its timeline.
+
+    ``network``: a NIC on the restricted user network (the benchmark's default, the same for
+    every mode); False: no NIC, and the seed example exactly as given (its injected files too).
+    """
     say = progress or (lambda _m: None)
-    host = HostConfig(
-        instances_path=work / "instances",
-        backend=BackendKind.QEMU,
-        accelerator=Accelerator.AUTO,
-        config_drive_format=DriveFormat.ISO9660,
-        cache_dir=HostConfig().cache_dir,
-    )
+    host = (host or HostConfig()).with_(instances_path=work / "instances")
     data, base = load_spec(seed_spec)
-    data.pop("files", None)  # the seed's /etc/network/interfaces would replace Debian's
-    data.update(SPEC)
+    if network:
+        data.pop("files", None)  # the seed's /etc/network/interfaces would replace Debian's
+        data.update(SPEC)
     data["uuid"] = str(uuid.uuid4())
     instance = instance_from_mapping(data, base=base)
     request = BootRequest(
@@ -143,7 +144,8 @@ def boot_once(
         load_image(_image_dir(spec.variant)),
         config_drive=spec.config_drive,
         extra_cmdline="configdrive.poweroff=1",
-        user_net=(),  # a NIC on the restricted user network, no forwards: nothing is reachable
+        # a NIC on the restricted user network, no forwards: nothing beyond it is reachable
+        user_net=() if network else None,
     )
     console = host.instances_path / instance.uuid / "console.log"
     watcher: ConsoleWatcher | None = None
@@ -256,6 +258,8 @@ def run_benchmark(
     """Boot ``runs`` guests per mode, interleaved (A B C A B C …); write results.json,
     boots.csv and boot-stages.png into ``out``; return the result document."""
     say = progress or (lambda _m: None)
+    host = HostConfig(backend=BackendKind.QEMU, accelerator=Accelerator.AUTO,
+                      config_drive_format=DriveFormat.ISO9660)  # fmt: skip
     for mode in modes:  # build (or find cached) every image first: not part of any boot
         say(f"image for {mode}: {_image_dir(MODES[mode].variant)}")
     work = Path(tempfile.mkdtemp(prefix="configdrive-bench-", dir="/var/tmp"))
@@ -266,7 +270,10 @@ def run_benchmark(
         for run in range(1, runs + 1):
             for mode in modes:
                 say(f"boot {len(results) + 1}/{runs * len(modes)}: {mode} run {run}")
-                results.append(boot_once(MODES[mode], run, work, seed_spec=seed_spec, progress=say))
+                result = boot_once(
+                    MODES[mode], run, work, seed_spec=seed_spec, progress=say, host=host
+                )
+                results.append(result)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     summary = summarize(results)
@@ -277,7 +284,7 @@ def run_benchmark(
         "runs_per_mode": runs,
         "interleaved": True,
         "accelerator": accelerator,
-        "machine": _machine(),
+        "machine": machine_info(),
         "versions": _versions(),
         "wall_seconds": round(time.monotonic() - started, 1),
         "summary": summary,
@@ -294,7 +301,7 @@ def run_benchmark(
     return document
 
 
-def _machine() -> dict[str, Any]:
+def machine_info() -> dict[str, Any]:
     cpu = "unknown"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
