@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from configdrive import __version__
-from configdrive.cli import drives, guests
+from configdrive.cli import drives, guests, service
 from configdrive.cli._common import EXIT_FAIL, EXIT_USAGE, UsageError
 from configdrive.errors import ConfigDriveError, SpecError
 
@@ -31,6 +31,7 @@ def make_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     drives.register(sub)
     guests.register(sub)
+    service.register(sub)
     return parser
 
 

@@ -1,0 +1,27 @@
+"""The metadata service: the drive's tree over HTTP (EC2 IMDSv1/v2, OpenStack, NoCloud-net).
+
+``app`` (the guest-facing handler), ``admin`` (the registration API), ``views`` (pre-rendered
+per-instance trees from :mod:`configdrive.render`), ``security`` (tokens, signatures, rate
+limits), ``store`` (SQLite/PostgreSQL), ``registry`` (instances in memory, kept in step with the
+store), ``server`` (listeners, poller, shutdown), ``proxychain`` (nova-like forwarding hops for
+the benchmark), ``config`` (settings file).
+"""
+
+from __future__ import annotations
+
+from configdrive.service.config import ServiceConfig, load_config
+from configdrive.service.server import Running, build_service, serve, start
+from configdrive.service.store import PostgresStore, SQLiteStore, Store, open_store
+
+__all__ = [
+    "PostgresStore",
+    "Running",
+    "SQLiteStore",
+    "ServiceConfig",
+    "Store",
+    "build_service",
+    "load_config",
+    "open_store",
+    "serve",
+    "start",
+]

@@ -1,0 +1,318 @@
+"""The metadata HTTP app (aiohttp): EC2 (IMDSv1/v2), OpenStack and NoCloud-net over one tree.
+
+One catch-all handler does, in order:
+
+1. **strict request checks** — no CR/LF/NUL in header values, no body on GET/HEAD, no
+   duplicated identity or token headers (aiohttp's llhttp parser already rejects malformed
+   framing; these are the checks a header-smuggling attack needs to get past);
+2. **identity** — the socket peer address mapped to an instance's fixed IP (headers are never
+   looked at), or, for peers in ``proxy_addresses`` in proxy mode, nova's signed
+   ``X-Instance-ID`` / ``X-Tenant-ID`` / ``X-Instance-ID-Signature`` headers with nova's answers
+   (400 missing or repeated, 403 bad signature, 404 unknown or tenant mismatch);
+3. **rate limit** per instance (429);
+4. **IMDSv2** — token minting on ``PUT /latest/api/token`` and token checks on the EC2 tree
+   (401 with an empty body when a token is required and missing, and for any bad token);
+5. **dispatch** into the instance's pre-rendered :class:`~configdrive.service.views.InstanceView`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_request import BaseRequest
+
+from configdrive.render import EC2_VERSIONS
+from configdrive.service.config import ServiceConfig
+from configdrive.service.registry import Registry
+from configdrive.service.security import (
+    TOKEN_TTL_MAX,
+    RateLimiter,
+    TokenSigner,
+    verify_instance_signature,
+)
+from configdrive.service.views import (
+    CT_TEXT,
+    EC2_LISTING,
+    InstanceView,
+    Resource,
+    openstack_listing,
+)
+
+__all__ = ["MAX_PASSWORD", "JSONAccessLogger", "MetadataService", "make_app"]
+
+log = logging.getLogger("configdrive.service")
+
+MAX_PASSWORD = 1020  # nova: 4 chunks of 255 characters
+TOKEN_PATH = "/latest/api/token"
+TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
+TOKEN_HEADER = "X-aws-ec2-metadata-token"
+IDENTITY_HEADERS = ("X-Instance-ID", "X-Tenant-ID", "X-Instance-ID-Signature")
+SERVER = "configdrive"
+_EC2_ROOTS = frozenset((*EC2_VERSIONS, "latest"))
+_ALLOW_GET = "GET, HEAD"
+INSTANCE_KEY = web.RequestKey("instance", str)
+
+
+def _plain(status: int, text: str = "", headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status,
+        body=text.encode(),
+        content_type=CT_TEXT,
+        headers={"Server": SERVER, **(headers or {})},
+    )
+
+
+def _not_found() -> web.Response:
+    return _plain(404, "404 Not Found")
+
+
+@dataclass
+class MetadataService:
+    """State shared by the handlers of one server process."""
+
+    config: ServiceConfig
+    registry: Registry
+    signer: TokenSigner
+    limiter: RateLimiter = field(default_factory=RateLimiter)
+
+    # -- step 1: strictness ----------------------------------------------------------------
+
+    @staticmethod
+    def _malformed(request: BaseRequest) -> str | None:
+        for raw_name, raw_value in request.raw_headers:
+            if any(c in raw_value or c in raw_name for c in (b"\r", b"\n", b"\0")):
+                return "header contains CR, LF or NUL"
+        if request.method in ("GET", "HEAD") and (
+            request.headers.get("Transfer-Encoding")
+            or request.headers.get("Content-Length", "0") != "0"
+        ):
+            return "GET and HEAD take no body"
+        for name in (TOKEN_HEADER, TTL_HEADER, "Content-Length", "Host"):
+            if len(request.headers.getall(name, ())) > 1:
+                return f"{name} given more than once"
+        return None
+
+    # -- step 2: identity --------------------------------------------------------------------
+
+    def _peer(self, request: BaseRequest) -> str:
+        transport = request.transport
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        if not peer:
+            return ""
+        return str(peer[0])
+
+    def _from_proxy(self, peer: str) -> bool:
+        if self.config.mode != "proxy" or not peer:
+            return False
+        import ipaddress
+
+        try:
+            address = ipaddress.ip_address(peer.removeprefix("::ffff:"))
+        except ValueError:
+            return False
+        return any(address in net for net in self.config.proxy_networks)
+
+    def _identify(
+        self, request: BaseRequest, peer: str, proxied: bool
+    ) -> InstanceView | web.Response:
+        if not proxied:
+            view = self.registry.by_ip(peer)
+            return view if view is not None else _not_found()
+        values = [request.headers.getall(h, []) for h in IDENTITY_HEADERS]
+        if any(len(v) != 1 for v in values):
+            return _plain(
+                400, "X-Instance-ID, X-Tenant-ID and X-Instance-ID-Signature are each required once"
+            )
+        instance_id, tenant_id, signature = (v[0] for v in values)
+        if not verify_instance_signature(self.config.shared_secret, instance_id, signature):
+            log.warning("bad X-Instance-ID-Signature from %s for %s", peer, instance_id)
+            return _plain(403, "403 Forbidden")
+        view = self.registry.by_uuid(instance_id)
+        if view is None or view.instance.project_id != tenant_id:
+            return _not_found()
+        return view
+
+    # -- the handler -------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        problem = self._malformed(request)
+        if problem is not None:
+            return _plain(400, problem)
+        path = request.raw_path.partition("?")[0]
+        if path == "/healthz":
+            return _plain(200, "ok")
+        peer = self._peer(request)
+        proxied = self._from_proxy(peer)
+        found = self._identify(request, peer, proxied)
+        if isinstance(found, web.Response):
+            return found
+        view = found
+        request[INSTANCE_KEY] = view.uuid
+        if not self.limiter.allow(view.uuid):
+            return _plain(429, "429 Too Many Requests", {"Retry-After": "1"})
+        forwarded = request.headers.getall("X-Forwarded-For", [])
+        # a trusted proxy adds exactly one X-Forwarded-For entry; anything more came from the
+        # guest side (an open reverse proxy there is what IMDSv2 defends against)
+        xff_from_guest = bool(forwarded) if not proxied else _xff_count(forwarded) > 1
+
+        if path == TOKEN_PATH:
+            return self._token(request, view, xff_from_guest)
+        if path.endswith(("/api/token", "/api/token/")):
+            return _plain(403, "")
+        headers: dict[str, str] = {}
+        parts = path.strip("/").split("/")
+        if "" in parts and path != "/":  # empty segments ("a//b") name nothing
+            return _not_found()
+        head = parts[0]
+        if head == "ec2":  # nova: /ec2/<version>/… is /<version>/…
+            parts = parts[1:] or [""]
+            head = parts[0]
+        is_ec2 = head == "" or head in _EC2_ROOTS
+        tokens = request.headers.getall(TOKEN_HEADER, [])
+        if tokens:
+            left = self.signer.remaining(tokens[0], view.uuid)
+            if left is None:
+                return _plain(401, "")
+            if xff_from_guest:
+                return _plain(403, "")
+            headers[TTL_HEADER] = str(left)
+        elif is_ec2 and view.imds == "required":
+            return _plain(401, "")
+
+        if head == "openstack" and len(parts) == 3 and parts[2] == "password":
+            return await self._password(request, view, parts[1])
+        if request.method not in ("GET", "HEAD"):
+            return _plain(405, "405 Method Not Allowed", {"Allow": _ALLOW_GET})
+        if is_ec2:
+            if head == "":
+                return self._respond(Resource(EC2_LISTING), headers)
+            return self._ec2(view, parts, headers)
+        if head == "openstack":
+            return self._openstack(view, parts[1:], headers)
+        if head == self.config.nocloud_prefix.strip("/"):
+            return self._nocloud(view, parts[1:], headers)
+        return _not_found()
+
+    @staticmethod
+    def _respond(resource: Resource, headers: dict[str, str]) -> web.Response:
+        return web.Response(
+            body=resource.render(),
+            content_type=resource.content_type,
+            headers={"Server": SERVER, **headers},
+        )
+
+    def _token(self, request: BaseRequest, view: InstanceView, xff: bool) -> web.Response:
+        if request.method != "PUT":
+            return _plain(405, "405 Method Not Allowed", {"Allow": "OPTIONS, PUT"})
+        if xff:
+            return _plain(403, "")
+        values = request.headers.getall(TTL_HEADER, [])
+        text = values[0].strip() if len(values) == 1 else ""
+        if not (text.isascii() and text.isdigit() and 1 <= int(text) <= TOKEN_TTL_MAX):
+            return _plain(
+                400, "400 Bad Request: " + TTL_HEADER + " must be 1.." + str(TOKEN_TTL_MAX)
+            )
+        ttl = int(text)
+        return _plain(200, self.signer.mint(view.uuid, ttl), {TTL_HEADER: str(ttl)})
+
+    def _ec2(self, view: InstanceView, parts: list[str], headers: dict[str, str]) -> web.Response:
+        section = view.section(f"ec2/{parts[0]}")
+        resource = section.get("/".join(parts[1:])) if section is not None else None
+        return _not_found() if resource is None else self._respond(resource, headers)
+
+    def _openstack(
+        self, view: InstanceView, parts: list[str], headers: dict[str, str]
+    ) -> web.Response:
+        if not parts or parts == [""]:
+            return self._respond(Resource(openstack_listing()), headers)
+        if parts[0] == "content" and len(parts) == 2:
+            content = view.content(parts[1])
+            return _not_found() if content is None else self._respond(Resource(content), headers)
+        section = view.section(f"openstack/{parts[0]}")
+        if section is None or len(parts) > 2:
+            return _not_found()
+        resource = section.get(parts[1] if len(parts) == 2 else "")
+        return _not_found() if resource is None else self._respond(resource, headers)
+
+    def _nocloud(
+        self, view: InstanceView, parts: list[str], headers: dict[str, str]
+    ) -> web.Response:
+        if parts and parts[0] == view.uuid:  # /<prefix>/<uuid>/<file>: the caller's own uuid
+            parts = parts[1:]
+        elif len(parts) > 1:
+            return _not_found()
+        parts = parts or [""]
+        section = view.section("nocloud")
+        resource = section.get(parts[0]) if section is not None and len(parts) == 1 else None
+        return _not_found() if resource is None else self._respond(resource, headers)
+
+    async def _password(
+        self, request: web.Request, view: InstanceView, version: str
+    ) -> web.Response:
+        section = view.section(f"openstack/{version}")
+        if section is None or b"password" not in section[""].render().split(b"\n"):
+            return _not_found()
+        store = self.registry.store
+        if request.method in ("GET", "HEAD"):
+            stored = await asyncio.to_thread(store.get_password, view.uuid)
+            return self._respond(Resource((stored or "").encode()), {})
+        if request.method != "POST":
+            return _plain(400, "400 Bad Request")
+        if (request.content_length or 0) > MAX_PASSWORD:
+            return _plain(400, "400 Bad Request: Request is too large.")
+        body = await request.content.read(MAX_PASSWORD + 1)
+        if len(body) > MAX_PASSWORD:
+            return _plain(400, "400 Bad Request: Request is too large.")
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return _plain(400, "400 Bad Request: password must be UTF-8")
+        stored_now = await asyncio.to_thread(store.set_password, view.uuid, text)
+        if not stored_now:
+            return _plain(409, "409 Conflict")
+        return _plain(200, "")
+
+
+def _xff_count(values: list[str]) -> int:
+    return sum(len([p for p in v.split(",") if p.strip()]) for v in values)
+
+
+class JSONAccessLogger(AbstractAccessLogger):
+    """One JSON object per request: time, peer, instance, method, path, status, bytes, ms."""
+
+    def log(self, request: BaseRequest, response: web.StreamResponse, time_: float) -> None:
+        transport = request.transport
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        record: dict[str, Any] = {
+            "ts": round(time.time(), 3),
+            "peer": peer[0] if peer else None,
+            "instance": request.get(INSTANCE_KEY),
+            "method": request.method,
+            "path": request.raw_path[:512],
+            "status": response.status,
+            "bytes": response.body_length,
+            "ms": round(time_ * 1000, 3),
+        }
+        self.logger.info(json.dumps(record))
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
+
+
+SERVICE_KEY = web.AppKey("service", MetadataService)
+
+
+def make_app(service: MetadataService) -> web.Application:
+    """The guest-facing aiohttp application (catch-all route into ``service.handle``)."""
+    app = web.Application(client_max_size=MAX_PASSWORD * 4)
+    app[SERVICE_KEY] = service
+    app.router.add_route("*", "/{tail:.*}", service.handle)
+    return app

@@ -1,0 +1,137 @@
+"""Settings of ``configdrive serve``: a dataclass, loadable from a YAML/JSON file.
+
+Example (every key optional)::
+
+    listen: ["127.0.0.1:8775"]          # metadata listeners (HOST:PORT; [v6]:PORT)
+    admin_listen: "127.0.0.1:8776"      # admin API; off unless admin_token is set
+    admin_token: "…"                    # Authorization: Bearer <admin_token>
+    store: "sqlite:///var/lib/configdrive/metadata.db"   # or postgresql://…
+    poll_interval: 1.0                  # seconds: changes reach every server within this
+    mode: direct                        # direct (peer address) | proxy (signed headers)
+    proxy_addresses: ["127.0.0.1/32"]   # proxy mode: peers allowed to send identity headers
+    shared_secret: "…"                  # proxy mode: X-Instance-ID-Signature key (required)
+    token_key: null                     # IMDSv2 HMAC key; null = shared via the store
+    nocloud_prefix: nocloud             # NoCloud-net seed at /<prefix>/[<uuid>/]meta-data
+    rate: 50                            # per-instance requests/s after the burst; 0 = off
+    burst: 300                          # per-instance burst allowance
+    access_log: "-"                     # "-" stderr, "off", or a file (JSON lines)
+    shutdown_timeout: 10                # seconds to finish in-flight requests
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from configdrive.errors import SpecError
+from configdrive.spec import parse_spec_text, read_input
+
+__all__ = ["Mode", "ServiceConfig", "load_config", "parse_listen"]
+
+Mode = str  # "direct" | "proxy"
+MODES = ("direct", "proxy")
+
+
+def parse_listen(text: str, field_name: str = "listen") -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT`` -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise SpecError(field_name, f"{text!r} is not HOST:PORT")
+    host = host.strip("[]") or "127.0.0.1"
+    return host, int(port)
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Everything ``configdrive serve`` needs; see the module docstring for the file form."""
+
+    listen: tuple[str, ...] = ("127.0.0.1:8775",)
+    admin_listen: str | None = "127.0.0.1:8776"
+    admin_token: str | None = None
+    store: str = "sqlite:///var/lib/configdrive/metadata.db"
+    poll_interval: float = 1.0
+    mode: Mode = "direct"
+    proxy_addresses: tuple[str, ...] = ()
+    shared_secret: str = ""
+    token_key: str | None = None
+    nocloud_prefix: str = "nocloud"
+    rate: float = 50.0
+    burst: int = 300
+    access_log: str = "-"
+    shutdown_timeout: float = 10.0
+    backlog: int = 4096
+    proxy_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
+        default=(), init=False, repr=False
+    )
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise SpecError("mode", f"must be one of {', '.join(MODES)}")
+        for text in self.listen:
+            parse_listen(text)
+        if self.admin_listen:
+            parse_listen(self.admin_listen, "admin_listen")
+        if self.poll_interval <= 0:
+            raise SpecError("poll_interval", "must be a positive number of seconds")
+        if self.burst < 1:
+            raise SpecError("burst", "must be at least 1")
+        if "/" in self.nocloud_prefix.strip("/") or not self.nocloud_prefix.strip("/"):
+            raise SpecError("nocloud_prefix", "must be one non-empty path segment")
+        nets = []
+        for text in self.proxy_addresses:
+            try:
+                nets.append(ipaddress.ip_network(text, strict=False))
+            except ValueError:
+                raise SpecError("proxy_addresses", f"{text!r} is not an address or CIDR") from None
+        object.__setattr__(self, "proxy_networks", tuple(nets))
+        if self.mode == "proxy":
+            if not self.shared_secret:
+                raise SpecError(
+                    "shared_secret",
+                    "proxy mode needs a non-empty shared secret (nova's empty default lets "
+                    "anyone who reaches the server sign for any instance)",
+                )
+            if not nets:
+                raise SpecError("proxy_addresses", "proxy mode needs the proxies' addresses")
+
+    def with_(self, **changes: Any) -> ServiceConfig:
+        return replace(self, **changes)
+
+
+_TUPLES = {"listen", "proxy_addresses"}
+_FLOATS = {"poll_interval", "rate", "shutdown_timeout"}
+_INTS = {"burst", "backlog"}
+
+
+def config_from_mapping(data: dict[str, Any]) -> ServiceConfig:
+    known = {f.name for f in fields(ServiceConfig) if f.init}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise SpecError(unknown[0], f"unknown setting (known: {', '.join(sorted(known))})")
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in _TUPLES:
+            items = [value] if isinstance(value, str) else value
+            if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+                raise SpecError(key, "must be a string or a list of strings")
+            values[key] = tuple(items)
+        elif key in _FLOATS:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise SpecError(key, "must be a number")
+            values[key] = float(value)
+        elif key in _INTS:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise SpecError(key, "must be an integer")
+            values[key] = value
+        else:
+            if value is not None and not isinstance(value, str):
+                raise SpecError(key, "must be a string")
+            values[key] = value
+    return ServiceConfig(**values)
+
+
+def load_config(path: str | Path) -> ServiceConfig:
+    """Read a YAML/JSON settings file; every problem is a SpecError naming the key."""
+    return config_from_mapping(parse_spec_text(read_input(path, "config"), str(path)))

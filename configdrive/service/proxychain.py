@@ -1,0 +1,163 @@
+"""A nova-like forwarding chain for the benchmark: VM → haproxy → metadata agent → nova.
+
+Each hop is a small aiohttp server that waits its configured latency, then forwards the request
+over a keep-alive pool to the next hop:
+
+- ``haproxy`` (first hop, as neutron's per-router haproxy): deletes any client-supplied
+  identity headers and *appends* the peer address to ``X-Forwarded-For`` (``option
+  forwardfor``);
+- ``forward``: a plain extra hop (load balancer, namespace proxy…);
+- ``agent`` (last hop, as neutron-metadata-agent): maps the address haproxy added (the last
+  ``X-Forwarded-For`` entry) to its instance, adds ``X-Instance-ID``, ``X-Tenant-ID`` and
+  ``X-Instance-ID-Signature`` (HMAC-SHA256 with the shared secret) and forwards to the server,
+  which runs in proxy mode trusting only the agent's address.
+
+The instance lookup reads the same store as the server (a :class:`Registry`), as the agent asks
+neutron for the port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+
+from configdrive.service.registry import Registry
+from configdrive.service.security import sign_instance_id
+
+__all__ = ["Chain", "HopSpec", "start_chain"]
+
+HOP_KINDS = ("haproxy", "forward", "agent")
+_STRIP = frozenset(
+    h.lower()
+    for h in (
+        "X-Instance-ID",
+        "X-Tenant-ID",
+        "X-Instance-ID-Signature",
+        "X-Neutron-Router-ID",
+        "X-Neutron-Network-ID",
+        "X-Metadata-Provider",
+        "X-Metadata-Provider-Signature",
+    )
+)
+_HOP_BY_HOP = frozenset(
+    ("connection", "keep-alive", "transfer-encoding", "upgrade", "host", "content-length")
+)
+_PASS_BACK = ("Content-Type", "Allow", "Retry-After", "X-aws-ec2-metadata-token-ttl-seconds")
+
+
+@dataclass(frozen=True)
+class HopSpec:
+    kind: str
+    latency: float = 0.0  # seconds added per request
+
+    def __post_init__(self) -> None:
+        if self.kind not in HOP_KINDS:
+            raise ValueError(f"hop kind must be one of {', '.join(HOP_KINDS)}")
+
+
+@dataclass
+class Chain:
+    """Started hops, first (guest-facing) first."""
+
+    runners: list[web.AppRunner]
+    sessions: list[aiohttp.ClientSession]
+    addresses: list[tuple[str, int]]
+
+    @property
+    def entry(self) -> tuple[str, int]:
+        return self.addresses[0]
+
+    async def stop(self) -> None:
+        for runner in self.runners:
+            await runner.cleanup()
+        for session in self.sessions:
+            await session.close()
+
+
+def _hop_app(
+    spec: HopSpec,
+    upstream: str,
+    session: aiohttp.ClientSession,
+    registry: Registry | None,
+    secret: str,
+) -> web.Application:
+    async def forward(request: web.Request) -> web.StreamResponse:
+        if spec.latency:
+            await asyncio.sleep(spec.latency)
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        if spec.kind == "haproxy":
+            headers = {k: v for k, v in headers.items() if k.lower() not in _STRIP}
+            peer = request.transport.get_extra_info("peername") if request.transport else None
+            address = str(peer[0]) if peer else ""
+            given = request.headers.getall("X-Forwarded-For", [])
+            for key in [k for k in headers if k.lower() == "x-forwarded-for"]:
+                del headers[key]
+            headers["X-Forwarded-For"] = ", ".join([*given, address])
+        elif spec.kind == "agent":
+            assert registry is not None
+            forwarded = ",".join(request.headers.getall("X-Forwarded-For", []))
+            address = forwarded.rsplit(",", 1)[-1].strip()
+            view = registry.by_ip(address)
+            if view is None:
+                return web.Response(status=404, text="404 Not Found")
+            headers["X-Instance-ID"] = view.uuid
+            headers["X-Tenant-ID"] = view.instance.project_id
+            headers["X-Instance-ID-Signature"] = sign_instance_id(secret, view.uuid)
+        body = await request.read()
+        try:
+            async with session.request(
+                request.method,
+                upstream + request.raw_path,
+                headers=headers,
+                data=body or None,
+                allow_redirects=False,
+            ) as response:
+                payload = await response.read()
+                back = {h: response.headers[h] for h in _PASS_BACK if h in response.headers}
+                return web.Response(status=response.status, body=payload, headers=back)
+        except (TimeoutError, aiohttp.ClientError):
+            return web.Response(status=503, text="503 Service Unavailable")  # as the agent does
+
+    app = web.Application(client_max_size=64 * 1024)
+    app.router.add_route("*", "/{tail:.*}", forward)
+    return app
+
+
+async def start_chain(
+    server: tuple[str, int],
+    hops: list[HopSpec],
+    *,
+    registry: Registry | None = None,
+    secret: str = "",
+    host: str = "127.0.0.1",
+) -> Chain:
+    """Start ``hops`` (guest-facing first) in front of ``server``; ports are picked freely."""
+    if any(h.kind == "agent" for h in hops) and (registry is None or not secret):
+        raise ValueError("an agent hop needs the registry and a non-empty shared secret")
+    runners: list[web.AppRunner] = []
+    sessions: list[aiohttp.ClientSession] = []
+    addresses: list[tuple[str, int]] = []
+    upstream = f"http://{server[0]}:{server[1]}"
+    for spec in reversed(hops):  # start from the server side
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=1024, local_addr=(host, 0)),
+            timeout=aiohttp.ClientTimeout(total=60),
+            auto_decompress=False,
+        )
+        runner = web.AppRunner(_hop_app(spec, upstream, session, registry, secret), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host, 0, backlog=4096)
+        await site.start()
+        server_obj = getattr(site, "_server", None)
+        port = int(server_obj.sockets[0].getsockname()[1]) if server_obj else 0
+        runners.append(runner)
+        sessions.append(session)
+        addresses.append((host, port))
+        upstream = f"http://{host}:{port}"
+    runners.reverse()
+    sessions.reverse()
+    addresses.reverse()
+    return Chain(runners, sessions, addresses)

@@ -1,0 +1,185 @@
+"""Running the service: listeners, the store poller, the access log, graceful shutdown.
+
+:func:`serve` starts the guest-facing listeners and (when a token is set) the admin listener,
+loads every instance from the store, then polls the store's version counter every
+``poll_interval`` seconds so changes made through any server show up here within that bound.
+SIGTERM/SIGINT stop accepting connections, let in-flight requests finish (up to
+``shutdown_timeout``), then close the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import secrets
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from configdrive.service.admin import make_admin_app
+from configdrive.service.app import JSONAccessLogger, MetadataService, make_app
+from configdrive.service.config import ServiceConfig, parse_listen
+from configdrive.service.registry import Registry
+from configdrive.service.security import RateLimiter, TokenSigner
+from configdrive.service.store import Store, open_store
+
+__all__ = ["Running", "build_service", "serve", "start"]
+
+log = logging.getLogger("configdrive.service")
+TOKEN_KEY_SETTING = "imdsv2_token_key"
+
+
+def build_service(config: ServiceConfig, store: Store | None = None) -> MetadataService:
+    """Open the store, load every instance, and set up tokens and rate limits."""
+    store = store if store is not None else open_store(config.store)
+    registry = Registry(store)
+    registry.refresh()
+    if config.token_key:
+        key = hashlib.sha256(config.token_key.encode()).digest()
+    else:  # shared by every server on the same store, made once
+        key = bytes.fromhex(store.setting(TOKEN_KEY_SETTING, lambda: secrets.token_hex(32)))
+    return MetadataService(
+        config=config,
+        registry=registry,
+        signer=TokenSigner(key),
+        limiter=RateLimiter(rate=config.rate, burst=config.burst),
+    )
+
+
+def _access_logger(config: ServiceConfig) -> logging.Logger:
+    logger = logging.getLogger("configdrive.service.access")
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    if config.access_log == "off":
+        logger.setLevel(logging.WARNING)
+        return logger
+    sink: logging.Handler
+    if config.access_log == "-":
+        sink = logging.StreamHandler(sys.stderr)
+    else:
+        sink = logging.FileHandler(config.access_log)
+    sink.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(sink)
+    logger.setLevel(logging.INFO)
+    return logger
+
+
+@dataclass
+class Running:
+    """A started server: its bound addresses, and how to stop it."""
+
+    service: MetadataService
+    runners: list[web.AppRunner]
+    addresses: list[tuple[str, int]]
+    admin_address: tuple[str, int] | None
+    poller: asyncio.Task[None]
+
+    async def stop(self) -> None:
+        self.poller.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.poller
+        for runner in self.runners:
+            await runner.cleanup()
+        await asyncio.to_thread(self.service.registry.store.close)
+
+
+async def _poll(service: MetadataService, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            applied = await asyncio.to_thread(service.registry.refresh)
+            if applied:
+                log.info(
+                    "applied %d change(s), generation %d", applied, service.registry.generation
+                )
+        except Exception as exc:  # keep serving what we have; report and retry
+            log.error("store poll failed: %s", exc)
+        service.limiter.sweep()
+
+
+def _bound(runner: web.AppRunner) -> list[tuple[str, int]]:
+    out = []
+    for site in runner.sites:
+        server = getattr(site, "_server", None)
+        for sock in getattr(server, "sockets", None) or ():
+            name = sock.getsockname()
+            out.append((str(name[0]), int(name[1])))
+    return out
+
+
+async def start(config: ServiceConfig, store: Store | None = None) -> Running:
+    """Start listening (port 0 picks a free port; see ``Running.addresses``)."""
+    service = await asyncio.to_thread(build_service, config, store)
+    access = _access_logger(config)
+    runner = web.AppRunner(
+        make_app(service),
+        access_log_class=JSONAccessLogger,
+        access_log=access,
+        shutdown_timeout=config.shutdown_timeout,
+        max_field_size=4096,
+        max_line_size=4096,
+        max_headers=64,
+    )
+    await runner.setup()
+    for text in config.listen:
+        host, port = parse_listen(text)
+        await web.TCPSite(runner, host, port, backlog=config.backlog).start()
+    runners = [runner]
+    admin_address = None
+    if config.admin_listen and config.admin_token:
+        admin = web.AppRunner(
+            make_admin_app(service.registry, config.admin_token),
+            access_log_class=JSONAccessLogger,
+            access_log=access,
+            shutdown_timeout=config.shutdown_timeout,
+        )
+        await admin.setup()
+        host, port = parse_listen(config.admin_listen, "admin_listen")
+        await web.TCPSite(admin, host, port).start()
+        runners.append(admin)
+        admin_address = _bound(admin)[0]
+    elif config.admin_listen:
+        log.warning("admin API off: no admin_token configured")
+    poller = asyncio.create_task(_poll(service, config.poll_interval))
+    return Running(service, runners, _bound(runner), admin_address, poller)
+
+
+async def serve(config: ServiceConfig, *, ready: Callable[[Running], None] | None = None) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    running = await start(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.warning(
+        "serving %d instance(s) on %s%s",
+        len(running.service.registry),
+        ", ".join(f"{h}:{p}" for h, p in running.addresses),
+        f"; admin API on {running.admin_address[0]}:{running.admin_address[1]}"
+        if running.admin_address
+        else "",
+    )
+    if ready is not None:
+        ready(running)
+    try:
+        await stop.wait()
+    finally:
+        log.warning("shutting down: finishing in-flight requests")
+        await running.stop()
+
+
+def run(config: ServiceConfig, *, ready: Callable[[Running], None] | None = None) -> None:
+    """Blocking entry point (uvloop when installed)."""
+    try:
+        import uvloop
+
+        uvloop.run(serve(config, ready=ready))
+    except ImportError:
+        asyncio.run(serve(config, ready=ready))

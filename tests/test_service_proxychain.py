@@ -1,0 +1,87 @@
+"""The nova-like chain (haproxy → agent → server in proxy mode) serves each guest its own data."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from configdrive.service.config import ServiceConfig
+from configdrive.service.proxychain import Chain, HopSpec, start_chain
+from configdrive.service.testing import ServerThread, crawl_many, guest_ip, guest_spec, http_request
+
+SECRET = "chain-secret"
+TTL = "X-aws-ec2-metadata-token-ttl-seconds"
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerThread, Chain]]:
+    tmp = tmp_path_factory.mktemp("chain")
+    config = ServiceConfig(
+        listen=("127.0.0.1:0",), admin_listen="127.0.0.1:0", admin_token="admin",
+        store=str(tmp / "md.db"), access_log="off", mode="proxy", shared_secret=SECRET,
+        proxy_addresses=("127.0.0.1/32",),
+    )  # fmt: skip
+    server = ServerThread(config)
+    for i in range(20):
+        assert server.admin("POST", "/v1/instances", {"spec": guest_spec(i)})[0] == 201
+    hops = [HopSpec("haproxy", 0.002), HopSpec("forward", 0.002), HopSpec("agent", 0.002)]
+    started = server.call(
+        start_chain(
+            server.running.addresses[0],
+            hops,
+            registry=server.running.service.registry,
+            secret=SECRET,
+        )
+    )
+    yield server, started
+    server.call(started.stop())
+    server.stop()
+
+
+def test_each_guest_gets_its_own_data_through_the_chain(chain: tuple[ServerThread, Chain]) -> None:
+    _, hops = chain
+    port = hops.entry[1]
+    for i in (0, 7, 19):
+        status, _, body = http_request(port, "/latest/meta-data/local-ipv4", source=guest_ip(i))
+        assert (status, body) == (200, guest_ip(i).encode())
+    assert http_request(port, "/latest/meta-data/local-ipv4", source="127.9.9.9")[0] == 404
+    forged = {"X-Instance-ID": guest_spec(7)["uuid"], "X-Tenant-ID": guest_spec(7)["project_id"]}
+    status, _, body = http_request(
+        port, "/latest/meta-data/local-ipv4", source=guest_ip(0), headers=forged
+    )
+    assert (status, body) == (200, guest_ip(0).encode())  # haproxy drops the forged headers
+
+
+def test_tokens_through_the_chain(chain: tuple[ServerThread, Chain]) -> None:
+    _, hops = chain
+    port, ip = hops.entry[1], guest_ip(3)
+    status, headers, tok = http_request(
+        port, "/latest/api/token", method="PUT", source=ip, headers={TTL: "60"}
+    )
+    assert status == 200 and headers[TTL.lower()] == "60"
+    status, _, _ = http_request(
+        port,
+        "/latest/meta-data/hostname",
+        source=ip,
+        headers={"X-aws-ec2-metadata-token": tok.decode()},
+    )
+    assert status == 200
+    # a guest-side X-Forwarded-For arrives as a second entry: refused on PUT
+    spoof = {TTL: "60", "X-Forwarded-For": guest_ip(4)}
+    assert http_request(port, "/latest/api/token", method="PUT", source=ip, headers=spoof)[0] == 403
+
+
+def test_hop_latency_adds_up(chain: tuple[ServerThread, Chain]) -> None:
+    server, hops = chain
+    direct = server.running.addresses[0][1]
+    began = time.perf_counter()
+    for _ in range(10):
+        http_request(hops.entry[1], "/openstack/latest/meta_data.json", source=guest_ip(1))
+    through = (time.perf_counter() - began) / 10
+    assert through >= 0.006  # three hops x 2 ms
+    result = asyncio.run(crawl_many(hops.entry[1], 20))
+    assert result.errors == []
+    assert direct != hops.entry[1]
