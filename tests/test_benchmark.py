@@ -59,7 +59,7 @@ def test_bench_boot_quick_writes_artefacts(
     assert by_mode["drive-tuned"]["pollinate_ran"] == "no"
     for boot in doc["boots"]:
         assert boot["stages"]["ready"] is not None and boot["stages"]["kernel"] is not None
-    rows = list(csv.DictReader((out / "boots.csv").open()))
+    rows = list(csv.DictReader((out / "boots.csv").read_text().splitlines()))
     assert len(rows) == len(Mode) and set(STAGES) <= set(rows[0])
     assert (out / "boot-stages.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "ready/floor" in proc.stdout
