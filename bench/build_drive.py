@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -30,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from configdrive import DriveFormat, instance_from_mapping, load_spec, render, write_drive  # noqa: E402
 from configdrive import sdk as cd_sdk  # noqa: E402
+from configdrive.benchmark import machine_info  # noqa: E402
 
 NOVA_ARGV = ["-ldots", "-allow-lowercase", "-allow-multidot", "-l", "-publisher",
              "OpenStack Nova 31.0.0", "-quiet", "-J", "-r", "-V", "config-2"]  # fmt: skip
@@ -111,12 +110,7 @@ def main() -> int:
         "benchmark": "build the seed example's config drive",
         "n": args.n,
         "files_in_tree": len(tree),
-        "machine": {
-            "cpu": platform.processor() or _cpu(),
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-            "kernel": platform.release(),
-        },  # fmt: skip
+        "machine": machine_info(),  # fmt: skip
         "versions": {
             "genisoimage": _genisoimage_version(genisoimage),
             "openstacksdk": version("openstacksdk"),
@@ -140,13 +134,6 @@ def main() -> int:
         f"{report['ratio_openstacksdk_over_configdrive_sdk']}x"
     )
     return 0
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def _genisoimage_version(path: str) -> str:

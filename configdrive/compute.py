@@ -30,7 +30,7 @@ from typing import Any
 from configdrive.builder import build
 from configdrive.drive import DriveFormat
 from configdrive.errors import ConfigDriveError, SpecError
-from configdrive.host import Flavor, HostConfig
+from configdrive.host import BackendKind, Flavor, HostConfig
 from configdrive.model import Instance
 from configdrive.run import find_tool, run
 from configdrive.virt import Backend, get_backend
@@ -399,8 +399,6 @@ def delete(host: HostConfig, ref: str, backend: Backend | None = None) -> Instan
     """Stop the guest, remove its domain and its instance directory."""
     record = find_instance(host, ref)
     if backend is None:
-        from configdrive.host import BackendKind
-
         backend = get_backend(host.with_(backend=BackendKind(record.backend)))
     backend.destroy(record.guest_spec())
     shutil.rmtree(record.path)

@@ -267,14 +267,13 @@ def cmd_boot(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from configdrive.compute import list_instances
-    from configdrive.host import BackendKind as Kind
     from configdrive.virt import get_backend
 
     host = host_from_args(args)
     rows = []
     for record in list_instances(host):
         try:
-            backend = get_backend(host.with_(backend=Kind(record.backend)))
+            backend = get_backend(host.with_(backend=BackendKind(record.backend)))
             state = "running" if backend.is_running(record.guest_spec()) else "stopped"
         except ConfigDriveError:
             state = "unknown"
