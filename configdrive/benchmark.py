@@ -4,12 +4,19 @@ record every stage from the guest's own reports.
 Each boot is a real `configdrive boot` (plain QEMU backend), with the same flavor and the same
 restricted network (QEMU user networking, ``restrict=on``, one DHCP port): the guest reaches
 nothing beyond this machine, so anything that tries (pollinate) meets a black hole as on an
-isolated cloud network. Times are seconds since the backend started QEMU, stamped on the host
-as console lines arrive (:mod:`configdrive.timeline`).
+isolated cloud network. The ``service`` mode's guests get one ``guestfwd`` rule more:
+169.254.169.254:80 to their own front port on a nova-like chain (haproxy → metadata agent →
+nova-api-metadata stand-in → ``configdrive serve``, :data:`SERVICE_HOPS`). Times are seconds
+since the backend started QEMU, stamped on the host as console lines arrive
+(:mod:`configdrive.timeline`).
+
+The boot storm starts K guests of one mode at once and records when each becomes ready,
+counted from the moment the first was started.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import enum
 import json
@@ -25,15 +32,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from configdrive.compute import BootRequest, boot, delete, load_image
+from configdrive.compute import BootRequest, InstanceRecord, boot, delete, load_image
 from configdrive.drive import DriveFormat
 from configdrive.errors import ConfigDriveError
 from configdrive.host import Accelerator, BackendKind, HostConfig, find_flavor
 from configdrive.image import ImageVariant, build_image, parse_check_report
+from configdrive.model import Instance
+from configdrive.service.proxychain import HopSpec
 from configdrive.spec import instance_from_mapping, load_spec
 from configdrive.timeline import ConsoleWatcher, build_timeline
+from configdrive.virt.domain import GuestFwd
 
-__all__ = ["MODES", "BootResult", "Mode", "boot_once", "run_benchmark", "summarize"]
+__all__ = [
+    "MODES",
+    "SERVICE_HOPS",
+    "BootResult",
+    "MetadataChain",
+    "Mode",
+    "boot_once",
+    "run_benchmark",
+    "run_storm",
+    "summarize",
+]
 
 END = "CONFIGDRIVE-CHECK end"
 Progress = Callable[[str], None]
@@ -41,6 +61,8 @@ Progress = Callable[[str], None]
 
 class Mode(enum.StrEnum):
     DRIVE_TUNED = "drive-tuned"
+    SERVICE = "service"
+    SERVICE_LOADED = "service-loaded"
     STOCK = "stock"
     DRIVE_POLLINATE = "drive-pollinate"
     FLOOR = "floor"
@@ -52,12 +74,49 @@ class ModeSpec:
     variant: ImageVariant
     config_drive: bool
     description: str
+    hops: tuple[HopSpec, ...] | None = None  # the chain to the metadata service, if any
+
+    @property
+    def service(self) -> bool:
+        return self.hops is not None
+
+
+# The nova-like path of the service mode, guest-facing first, with a per-request latency for
+# each hop: a healthy, lightly loaded cloud, not the overloaded ones of the field reports.
+# - haproxy in the router/DHCP namespace: a local proxy, about a millisecond;
+# - neutron-metadata-agent: one RPC round trip to neutron-server for the port (IP, network)
+#   per request (its port cache is off by default), ~10 ms over the message bus;
+# - nova-api-metadata: a WSGI request answered from its 15 s metadata cache after the first
+#   (which reads the API and cell databases and asks neutron for security groups), ~20 ms;
+# then ``configdrive serve`` in proxy mode, which checks the agent's HMAC signature.
+SERVICE_HOPS = (
+    HopSpec("haproxy", 0.001),
+    HopSpec("agent", 0.010),
+    HopSpec("forward", 0.020),
+)
+SERVICE_HOP_NAMES = ("haproxy", "neutron-metadata-agent", "nova-api-metadata")
+# The same path under load, as in the field reports of boot storms (requests taking seconds,
+# cloud-init's 2-3 s timeouts failing): the agent waits on a busy neutron-server (100 ms), nova
+# misses its cache and reads the databases and neutron (400 ms): half a second per request.
+LOADED_HOPS = (
+    HopSpec("haproxy", 0.001),
+    HopSpec("agent", 0.100),
+    HopSpec("forward", 0.400),
+)
 
 
 MODES: dict[Mode, ModeSpec] = {
     Mode.DRIVE_TUNED: ModeSpec(Mode.DRIVE_TUNED, ImageVariant.TUNED, True,
                                "config drive ISO; datasource_list [ConfigDrive, Ec2, NoCloud], "
                                "Ec2 timeout 2/max_wait 5; pollinate masked"),
+    Mode.SERVICE: ModeSpec(Mode.SERVICE, ImageVariant.SERVICE, False,
+                           "no drive; datasource_list [OpenStack, None] (its default timeouts) "
+                           "against configdrive serve behind haproxy (1 ms), metadata agent "
+                           "(10 ms) and nova-api-metadata (20 ms); pollinate masked",
+                           hops=SERVICE_HOPS),
+    Mode.SERVICE_LOADED: ModeSpec(Mode.SERVICE_LOADED, ImageVariant.SERVICE, False,
+                                  "as service, but a loaded path: agent 100 ms, "
+                                  "nova-api-metadata 400 ms", hops=LOADED_HOPS),
     Mode.STOCK: ModeSpec(Mode.STOCK, ImageVariant.UNTUNED, True,
                          "config drive ISO; cloud-init's stock datasource list; pollinate enabled"),
     Mode.DRIVE_POLLINATE: ModeSpec(Mode.DRIVE_POLLINATE, ImageVariant.POLLINATE, True,
@@ -73,17 +132,19 @@ EVENTS = {
     "Running command ['mount'": "drive mounted",
     "Reading from /run/cloud-init/tmp/": "drive read",
     "found local data from": "metadata obtained",
+    "found network data from": "metadata obtained",
 }
 STAGES = (
     "kernel", "initramfs", "systemd", "cloud-init local", "metadata obtained",
     "cloud-init network", "cloud-init config", "cloud-init final", "cloud-init finished", "ready",
 )  # fmt: skip
-SPEC = {  # the seed example's metadata, and a DHCP port on the restricted user network
-    "name": "benchguest",
-    "meta": {"role": "webservers", "essential": "false"},
-    "networks": [{"mac": "fa:16:3e:00:00:42", "subnets": [
-        {"cidr": "169.254.0.0/16", "ips": ["169.254.2.15"], "dhcp": True}]}],
-}  # fmt: skip
+SPEC = {"name": "benchguest", "meta": {"role": "webservers", "essential": "false"}}
+MAC = "fa:16:3e:00:00:42"
+
+
+def _network(address: str) -> list[dict[str, Any]]:
+    """One DHCP port on the restricted user network; QEMU's DHCP leases ``address``."""
+    return [{"mac": MAC, "subnets": [{"cidr": "169.254.0.0/16", "ips": [address], "dhcp": True}]}]
 
 
 @dataclass
@@ -96,6 +157,7 @@ class BootResult:
     stages: dict[str, float | None]
     events: dict[str, float]
     guest: dict[str, Any]
+    metadata_requests: int | None = None  # requests to the metadata service (service modes)
 
     def row(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -104,6 +166,7 @@ class BootResult:
             "accelerator": self.accelerator,
             "datasource": self.datasource,
             "pollinate_ran": self.pollinate_ran,
+            "metadata_requests": self.metadata_requests,
         }
         for name in STAGES:
             data[name] = self.stages.get(name)
@@ -112,6 +175,184 @@ class BootResult:
 
 def _image_dir(variant: ImageVariant) -> Path:
     return build_image(variant).qcow2.parent
+
+
+def _inline_spec(instance: Instance, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with its file references resolved, as the admin API takes it."""
+    import base64
+
+    spec = {k: v for k, v in data.items() if not k.endswith("_file") and k != "files"}
+    spec.pop("user_data", None)
+    spec["keys"] = [
+        {"name": k.name, "public_key": k.public_key, "type": str(k.type)}
+        for k in instance.key_pairs
+    ]
+    if instance.user_data is not None:
+        spec["user_data_base64"] = base64.b64encode(instance.user_data).decode()
+    return spec
+
+
+class MetadataChain:
+    """``configdrive serve`` (proxy mode, SQLite store) behind :data:`SERVICE_HOPS`, on this
+    process's loopback; each guest is registered and gets its own front port."""
+
+    SECRET_BYTES = 32
+
+    def __init__(self, work: Path, hops: Sequence[HopSpec] = SERVICE_HOPS) -> None:
+        self.hops = tuple(hops)
+        import secrets
+
+        from configdrive.service.config import ServiceConfig
+        from configdrive.service.proxychain import start_chain
+        from configdrive.service.testing import ServerThread
+
+        secret = secrets.token_hex(self.SECRET_BYTES)
+        store = work / f"metadata-{secrets.token_hex(4)}.db"
+        config = ServiceConfig(
+            listen=("127.0.0.1:0",), admin_listen="127.0.0.1:0",
+            admin_token=secrets.token_hex(16), store=f"sqlite:///{store}",
+            access_log="off", mode="proxy", shared_secret=secret,
+            proxy_addresses=("127.0.0.1/32",),
+        )  # fmt: skip
+        self.server = ServerThread(config)
+        try:
+            self.chain = self.server.call(
+                start_chain(
+                    self.server.running.addresses[0],
+                    list(hops),
+                    registry=self.server.running.service.registry,
+                    secret=secret,
+                )
+            )
+        except BaseException:
+            self.server.stop()
+            raise
+
+    def attach(self, instance: Instance, data: dict[str, Any]) -> GuestFwd:
+        """Register ``instance``; the guestfwd rule that takes it to its front port."""
+        status, answer = self.server.admin(
+            "POST", "/v1/instances", {"spec": _inline_spec(instance, data)}
+        )
+        if status != 201:
+            raise ConfigDriveError(f"metadata service refused {instance.uuid}: {answer}")
+        address = instance.first_fixed_ipv4
+        if address is None:
+            raise ConfigDriveError("a service-mode guest needs a fixed IPv4 address")
+        self.chain.counts[address] = 0
+        host, port = self.server.call(self.chain.add_front(address))
+        return GuestFwd("169.254.169.254", 80, host, port)
+
+    def detach(self, instance: Instance) -> None:
+        """Unregister ``instance`` (its address may serve the next guest)."""
+        status, answer = self.server.admin("DELETE", f"/v1/instances/{instance.uuid}")
+        if status not in (200, 204, 404):
+            raise ConfigDriveError(f"metadata service kept {instance.uuid}: {answer}")
+
+    def requests_from(self, instance: Instance) -> int:
+        """How many requests the guest made (as its haproxy hop counted them)."""
+        return self.chain.counts.get(instance.first_fixed_ipv4 or "", 0)
+
+    def close(self) -> None:
+        try:
+            self.server.call(self.chain.stop())
+        finally:
+            self.server.stop()
+
+    def __enter__(self) -> MetadataChain:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class _Guest:
+    """One guest of a run: prepared, then started, then read."""
+
+    spec: ModeSpec
+    run: int
+    request: BootRequest
+    console: Path
+    record: InstanceRecord | None = None
+    watcher: ConsoleWatcher | None = None
+    chain: MetadataChain | None = None
+
+
+def _prepare(
+    spec: ModeSpec,
+    run: int,
+    host: HostConfig,
+    *,
+    seed_spec: Path,
+    network: bool,
+    chain: MetadataChain | None,
+    address: str = "169.254.2.15",
+    name: str = "benchguest",
+) -> _Guest:
+    data, base = load_spec(seed_spec)
+    if network:
+        data.pop("files", None)  # the seed's /etc/network/interfaces would replace Debian's
+        data.update(SPEC, name=name, networks=_network(address))
+    data["uuid"] = str(uuid.uuid4())
+    instance = instance_from_mapping(data, base=base)
+    forwards: tuple[GuestFwd, ...] = ()
+    if spec.service:
+        if chain is None or not network:
+            raise ConfigDriveError("the service mode needs the metadata chain and a NIC")
+        forwards = (chain.attach(instance, data),)
+    request = BootRequest(
+        instance,
+        find_flavor("1"),
+        load_image(_image_dir(spec.variant)),
+        config_drive=spec.config_drive,
+        extra_cmdline="configdrive.poweroff=1",
+        # a NIC on the restricted user network; only the service mode has a forward
+        user_net=forwards if network else None,
+    )
+    console = host.instances_path / instance.uuid / "console.log"
+    return _Guest(spec, run, request, console, chain=chain if spec.service else None)
+
+
+def _start(guest: _Guest, host: HostConfig, t0: float | None = None) -> None:
+    def hook(message: str) -> None:
+        if message.startswith("starting "):  # the backend is about to start QEMU
+            guest.watcher = ConsoleWatcher(guest.console, t0)
+
+    guest.record = boot(guest.request, host, progress=hook)
+    if guest.watcher is None:
+        raise ConfigDriveError("internal: boot did not announce the start of the guest")
+
+
+def _finish(guest: _Guest, host: HostConfig, timeout: float) -> BootResult:
+    assert guest.watcher is not None and guest.record is not None
+    watcher, spec, run = guest.watcher, guest.spec, guest.run
+    requests = None
+    try:
+        if not watcher.wait_for(END, timeout):
+            raise ConfigDriveError(f"{spec.mode} run {run}: no check report within {timeout:.0f}s")
+        report = parse_check_report("\n".join(line for _, line in watcher.lines))
+    finally:
+        delete(host, guest.request.instance.uuid)
+        if guest.chain is not None:
+            requests = guest.chain.requests_from(guest.request.instance)
+            guest.chain.detach(guest.request.instance)
+    timeline = build_timeline(watcher.lines, report)
+    events: dict[str, float] = {}
+    for label, seconds in timeline.events.items():
+        for needle, name in EVENTS.items():
+            if needle in label and name not in events:
+                events[name] = seconds
+    stages = dict(timeline.stages)
+    stages["metadata obtained"] = events.get("metadata obtained")
+    stages["ready"] = stages.get("check report")  # the check unit starts after cloud-final
+    return BootResult(
+        mode=str(spec.mode), run=run, accelerator=guest.record.accel,
+        datasource=str(report.get("datasource") or ""),
+        pollinate_ran=str(report.get("pollinate_ran") or ""),
+        stages=stages, events=events, metadata_requests=requests,
+        guest={k: report.get(k) for k in ("uptime", "uptime_finished", "system_state", "blame",
+                                          "critical_chain", "cloud_init_analyze")},
+    )  # fmt: skip
 
 
 def boot_once(
@@ -124,65 +365,21 @@ def boot_once(
     progress: Progress | None = None,
     host: HostConfig | None = None,
     network: bool = True,
+    chain: MetadataChain | None = None,
 ) -> BootResult:
     """Boot one guest in ``spec``'s mode and read its timeline.
 
     ``network``: a NIC on the restricted user network (the benchmark's default, the same for
     every mode); False: no NIC, and the seed example exactly as given (its injected files too).
+    ``chain``: the metadata service the ``service`` mode's guest reaches.
     """
     say = progress or (lambda _m: None)
     host = (host or HostConfig()).with_(instances_path=work / "instances")
-    data, base = load_spec(seed_spec)
-    if network:
-        data.pop("files", None)  # the seed's /etc/network/interfaces would replace Debian's
-        data.update(SPEC)
-    data["uuid"] = str(uuid.uuid4())
-    instance = instance_from_mapping(data, base=base)
-    request = BootRequest(
-        instance,
-        find_flavor("1"),
-        load_image(_image_dir(spec.variant)),
-        config_drive=spec.config_drive,
-        extra_cmdline="configdrive.poweroff=1",
-        # a NIC on the restricted user network, no forwards: nothing beyond it is reachable
-        user_net=() if network else None,
-    )
-    console = host.instances_path / instance.uuid / "console.log"
-    watcher: ConsoleWatcher | None = None
-
-    def hook(message: str) -> None:
-        nonlocal watcher
-        if message.startswith("starting "):
-            watcher = ConsoleWatcher(console)  # t=0: the backend is about to start QEMU
-
-    record = boot(request, host, progress=hook)
-    if watcher is None:
-        raise ConfigDriveError("internal: boot did not announce the start of the guest")
-    try:
-        if not watcher.wait_for(END, timeout):
-            raise ConfigDriveError(f"{spec.mode} run {run}: no check report within {timeout:.0f}s")
-        report = parse_check_report("\n".join(line for _, line in watcher.lines))
-    finally:
-        delete(host, instance.uuid)
-    timeline = build_timeline(watcher.lines, report)
-    events: dict[str, float] = {}
-    for label, seconds in timeline.events.items():
-        for needle, name in EVENTS.items():
-            if needle in label and name not in events:
-                events[name] = seconds
-    stages = dict(timeline.stages)
-    stages["metadata obtained"] = events.get("metadata obtained")
-    stages["ready"] = stages.get("check report")  # the check unit starts after cloud-final
-    result = BootResult(
-        mode=str(spec.mode), run=run, accelerator=record.accel,
-        datasource=str(report.get("datasource") or ""),
-        pollinate_ran=str(report.get("pollinate_ran") or ""),
-        stages=stages, events=events,
-        guest={k: report.get(k) for k in ("uptime", "uptime_finished", "system_state", "blame",
-                                          "critical_chain", "cloud_init_analyze")},
-    )  # fmt: skip
+    guest = _prepare(spec, run, host, seed_spec=seed_spec, network=network, chain=chain)
+    _start(guest, host)
+    result = _finish(guest, host, timeout)
     source = result.datasource or "no datasource"
-    say(f"{spec.mode} run {run}: ready at {stages['ready']} s ({source})")
+    say(f"{spec.mode} run {run}: ready at {result.stages['ready']} s ({source})")
     return result
 
 
@@ -207,7 +404,18 @@ def summarize(results: Sequence[BootResult]) -> dict[str, Any]:
         ready = table[mode].get("ready")
         if floor and ready:
             ratios[mode] = round(ready["median"] / floor["median"], 2)
-    return {"stages": table, "ratio_to_floor_ready": ratios}
+    # how much longer the network path takes than the drive, stage by stage
+    versus: dict[str, dict[str, float]] = {}
+    drive = table.get(Mode.DRIVE_TUNED)
+    for mode in modes:
+        if drive is None or not MODES[Mode(mode)].service:
+            continue
+        versus[mode] = {}
+        for stage in ("metadata obtained", "cloud-init finished", "ready"):
+            ours, theirs = drive.get(stage), table[mode].get(stage)
+            if ours and theirs:
+                versus[mode][stage] = round(theirs["median"] / ours["median"], 2)
+    return {"stages": table, "ratio_to_floor_ready": ratios, "service_vs_drive": versus}
 
 
 def _plot(summary: dict[str, Any], out: Path, accelerator: str) -> Path:
@@ -266,21 +474,30 @@ def run_benchmark(
     os.chmod(work, 0o755)
     results: list[BootResult] = []
     started = time.monotonic()
+    chains: dict[Mode, MetadataChain] = {}
     try:
+        for mode in modes:
+            hops = MODES[mode].hops
+            if hops is not None:
+                chains[mode] = MetadataChain(work, hops)
         for run in range(1, runs + 1):
             for mode in modes:
                 say(f"boot {len(results) + 1}/{runs * len(modes)}: {mode} run {run}")
                 result = boot_once(
-                    MODES[mode], run, work, seed_spec=seed_spec, progress=say, host=host
-                )
+                    MODES[mode], run, work, seed_spec=seed_spec, progress=say, host=host,
+                    chain=chains.get(mode),
+                )  # fmt: skip
                 results.append(result)
     finally:
+        for chain in chains.values():
+            chain.close()
         shutil.rmtree(work, ignore_errors=True)
     summary = summarize(results)
     accelerator = ",".join(sorted({r.accelerator for r in results}))
     document: dict[str, Any] = {
         "benchmark": "first boot by injection mode",
         "modes": {str(m): MODES[m].description for m in modes},
+        "service_hops": {str(m): _hops_doc(MODES[m].hops) for m in modes if MODES[m].hops},
         "runs_per_mode": runs,
         "interleaved": True,
         "accelerator": accelerator,
@@ -299,6 +516,143 @@ def run_benchmark(
             writer.writerow(r.row())
     _plot(summary, out, accelerator)
     return document
+
+
+def _storm_once(
+    spec: ModeSpec,
+    k: int,
+    host: HostConfig,
+    *,
+    seed_spec: Path,
+    chain: MetadataChain | None,
+    timeout: float,
+    say: Progress,
+) -> list[BootResult]:
+    """Start ``k`` guests of one mode back to back; every time counts from the first start."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    guests = [
+        _prepare(spec, i + 1, host, seed_spec=seed_spec, network=True, chain=chain,
+                 address=f"169.254.3.{i + 1}", name=f"storm{i + 1}")
+        for i in range(k)
+    ]  # fmt: skip
+    t0 = time.monotonic()
+    started: list[_Guest] = []
+    try:
+        for guest in guests:
+            _start(guest, host, t0)
+            started.append(guest)
+        say(f"storm {spec.mode}: {k} guests started in {time.monotonic() - t0:.1f} s")
+        with ThreadPoolExecutor(max_workers=k) as pool:
+            futures = [pool.submit(_finish, guest, host, timeout) for guest in started]
+            results = [f.result() for f in futures]
+    except BaseException:
+        for guest in started:  # _finish deletes what it waited for; this catches the rest
+            with contextlib.suppress(ConfigDriveError):
+                delete(host, guest.request.instance.uuid)
+        raise
+    ready = sorted(r.stages["ready"] or 0.0 for r in results)
+    say(f"storm {spec.mode}: all {k} ready at {ready[-1]:.1f} s")
+    return results
+
+
+def run_storm(
+    modes: Sequence[Mode],
+    k: int,
+    out: Path,
+    *,
+    seed_spec: Path,
+    progress: Progress | None = None,
+    timeout: float = 1800,
+) -> dict[str, Any]:
+    """A boot storm per mode: ``k`` guests started at once, each mode in turn; write
+    storm.json and storm.png into ``out``; return the result document."""
+    if k < 1:
+        raise ConfigDriveError("a storm needs at least one guest")
+    say = progress or (lambda _m: None)
+    host = HostConfig(backend=BackendKind.QEMU, accelerator=Accelerator.AUTO,
+                      config_drive_format=DriveFormat.ISO9660)  # fmt: skip
+    for mode in modes:
+        say(f"image for {mode}: {_image_dir(MODES[mode].variant)}")
+    work = Path(tempfile.mkdtemp(prefix="configdrive-storm-", dir="/var/tmp"))
+    os.chmod(work, 0o755)
+    host = host.with_(instances_path=work / "instances")
+    storms: dict[str, list[BootResult]] = {}
+    started = time.monotonic()
+    try:
+        for mode in modes:
+            spec = MODES[mode]
+            chain = MetadataChain(work, spec.hops) if spec.hops is not None else None
+            try:
+                storms[str(mode)] = _storm_once(spec, k, host, seed_spec=seed_spec, chain=chain,
+                                                timeout=timeout, say=say)  # fmt: skip
+            finally:
+                if chain is not None:
+                    chain.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    summary: dict[str, Any] = {}
+    for name, results in storms.items():
+        summary[name] = {
+            stage: _stat([r.stages.get(stage) for r in results])
+            for stage in ("metadata obtained", "cloud-init finished", "ready")
+        }
+        ready = [t for r in results if (t := r.stages.get("ready")) is not None]
+        summary[name]["all ready"] = max(ready) if ready else None
+    accelerator = ",".join(sorted({r.accelerator for rs in storms.values() for r in rs}))
+    document: dict[str, Any] = {
+        "benchmark": "boot storm: K guests started at once, per mode",
+        "k": k,
+        "modes": {str(m): MODES[m].description for m in modes},
+        "service_hops": {str(m): _hops_doc(MODES[m].hops) for m in modes if MODES[m].hops},
+        "accelerator": accelerator,
+        "machine": machine_info(),
+        "versions": _versions(),
+        "wall_seconds": round(time.monotonic() - started, 1),
+        "summary": summary,
+        "boots": {mode: [vars(r) for r in results] for mode, results in storms.items()},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "storm.json").write_text(json.dumps(document, indent=2) + "\n")
+    _plot_storm(storms, out, accelerator, k)
+    return document
+
+
+def _plot_storm(storms: dict[str, list[BootResult]], out: Path, accelerator: str, k: int) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    colors = plt.get_cmap("tab10")
+    for i, (mode, results) in enumerate(storms.items()):
+        for stage, style in (("metadata obtained", ":"), ("ready", "-")):
+            times = sorted(t for r in results if (t := r.stages.get(stage)) is not None)
+            if not times:
+                continue
+            xs = [0.0, *times]
+            ys = list(range(len(times) + 1))
+            ax.step(xs, ys, where="post", linestyle=style, color=colors(i),
+                    label=f"{mode}: {stage}")  # fmt: skip
+    ax.set_xlabel(f"seconds since the first guest was started (accelerator: {accelerator})")
+    ax.set_ylabel("guests")
+    ax.set_yticks(range(k + 1))
+    ax.set_title(f"Boot storm: {k} guests started at once")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = out / "storm.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _hops_doc(hops: Sequence[HopSpec] | None) -> list[dict[str, Any]]:
+    return [
+        {"hop": name, "kind": hop.kind, "latency_ms": round(hop.latency * 1000, 3)}
+        for name, hop in zip(SERVICE_HOP_NAMES, hops or (), strict=True)
+    ]
 
 
 def machine_info() -> dict[str, Any]:

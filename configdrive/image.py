@@ -136,12 +136,16 @@ class ImageVariant(enum.StrEnum):
     """``untuned``: Debian's stock cloud-init setup (stock datasource list, pollinate enabled),
     as an operator's image has it. ``tuned``: the same plus :mod:`configdrive.tune`.
     ``pollinate``: tuned, but pollinate left enabled (isolates its cost). ``floor``:
-    ``datasource_list: [None]``, no metadata at all (the boot no injection can beat)."""
+    ``datasource_list: [None]``, no metadata at all (the boot no injection can beat).
+    ``service``: tuned, but reading the network metadata service: ``datasource_list:
+    [OpenStack, None]`` with the OpenStack datasource's own defaults (ds-identify finds it
+    from nova's "OpenStack Nova" DMI product), for guests booted without a drive."""
 
     UNTUNED = "untuned"
     TUNED = "tuned"
     POLLINATE = "pollinate"
     FLOOR = "floor"
+    SERVICE = "service"
 
     @property
     def tuning(self) -> tune.TuneSettings | None:
@@ -151,6 +155,7 @@ class ImageVariant(enum.StrEnum):
             ImageVariant.TUNED: tune.TuneSettings(),
             ImageVariant.POLLINATE: tune.TuneSettings(disable_pollinate=False),
             ImageVariant.FLOOR: tune.TuneSettings(datasource_list=("None",)),
+            ImageVariant.SERVICE: tune.TuneSettings(datasource_list=("OpenStack", "None")),
         }[self]
 
 

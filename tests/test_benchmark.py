@@ -36,6 +36,19 @@ def test_summary_median_min_max_and_ratio_to_floor() -> None:
     }
     assert summary["stages"]["floor"]["metadata obtained"] is None
     assert summary["ratio_to_floor_ready"] == {"drive-tuned": round(32.0 / 29.0, 2), "floor": 1.0}
+    assert summary["service_vs_drive"] == {}  # no service mode ran
+
+
+def test_summary_compares_each_service_mode_with_the_drive() -> None:
+    results = [
+        result("drive-tuned", 1, 30.0, 14.0), result("service", 1, 36.0, 16.0),
+        result("service-loaded", 1, 60.0, 42.0), result("drive-tuned", 2, 32.0, 14.4),
+        result("service", 2, 38.0, 17.0), result("service-loaded", 2, 64.0, 44.0),
+    ]  # fmt: skip
+    versus = summarize(results)["service_vs_drive"]
+    assert versus["service"] == {"metadata obtained": round(16.5 / 14.2, 2),
+                                 "ready": round(37.0 / 31.0, 2)}  # fmt: skip
+    assert versus["service-loaded"]["ready"] == round(62.0 / 31.0, 2)
 
 
 @pytest.mark.vm
@@ -57,9 +70,50 @@ def test_bench_boot_quick_writes_artefacts(
     assert by_mode["floor"]["stages"]["metadata obtained"] is None
     assert by_mode["drive-pollinate"]["pollinate_ran"] == "yes"
     assert by_mode["drive-tuned"]["pollinate_ran"] == "no"
+    for mode in ("service", "service-loaded"):  # fetched over the chain, and counted there
+        assert by_mode[mode]["datasource"].startswith("DataSourceOpenStack"), by_mode[mode]
+        assert by_mode[mode]["stages"]["metadata obtained"] is not None
+        assert by_mode[mode]["metadata_requests"] > 5
+    assert by_mode["drive-tuned"]["metadata_requests"] is None
+    assert doc["service_hops"]["service"][1] == {
+        "hop": "neutron-metadata-agent", "kind": "agent", "latency_ms": 10.0}  # fmt: skip
     for boot in doc["boots"]:
         assert boot["stages"]["ready"] is not None and boot["stages"]["kernel"] is not None
     rows = list(csv.DictReader((out / "boots.csv").read_text().splitlines()))
     assert len(rows) == len(Mode) and set(STAGES) <= set(rows[0])
     assert (out / "boot-stages.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "ready/floor" in proc.stdout
+    assert "service vs drive-tuned" in proc.stdout
+
+
+@pytest.mark.vm
+def test_bench_storm_quick_writes_artefacts(tuned_image: object, tmp_path: Path) -> None:
+    out = tmp_path / "storm"
+    proc = subprocess.run(
+        [sys.executable, "-m", "configdrive", "bench", "storm", "--quick", "-o", str(out)],
+        capture_output=True, text=True, check=False, timeout=2400,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((out / "storm.json").read_text())
+    assert doc["k"] == 2 and set(doc["boots"]) == {"drive-tuned", "service"}
+    for mode, boots in doc["boots"].items():
+        assert len(boots) == 2
+        assert len({b["run"] for b in boots}) == 2
+        for boot in boots:
+            assert boot["stages"]["metadata obtained"] is not None, (mode, boot)
+            assert boot["stages"]["ready"] <= doc["summary"][mode]["all ready"]
+    for boot in doc["boots"]["service"]:  # both guests were told apart through the chain
+        assert boot["datasource"].startswith("DataSourceOpenStack")
+        assert boot["metadata_requests"] > 5
+    assert (out / "storm.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "all ready" in proc.stdout
+
+
+def test_bench_cli_refuses_bad_input(tmp_path: Path) -> None:
+    for argv in (["boot", "--modes", "warp"], ["storm", "--guests", "0"], ["storm", "--modes", ""]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "configdrive", "bench", *argv, "-o", str(tmp_path / "x")],
+            capture_output=True, text=True, check=False, timeout=60,
+        )  # fmt: skip
+        assert proc.returncode == 2 and proc.stderr.startswith("error: "), (argv, proc.stderr)
+        assert not (tmp_path / "x").exists()

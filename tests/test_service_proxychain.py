@@ -85,3 +85,23 @@ def test_hop_latency_adds_up(chain: tuple[ServerThread, Chain]) -> None:
     result = asyncio.run(crawl_many(hops.entry[1], 20))
     assert result.errors == []
     assert direct != hops.entry[1]
+
+
+def test_a_front_stands_for_one_guests_network(chain: tuple[ServerThread, Chain]) -> None:
+    """QEMU user networking NATs every guest to 127.0.0.1: a guest's own front port on the
+    haproxy hop stamps its address, so the agent finds that guest and no other."""
+    server, hops = chain
+    _, port5 = server.call(hops.add_front(guest_ip(5)))
+    _, port6 = server.call(hops.add_front(guest_ip(6)))
+    before = hops.counts.get(guest_ip(5), 0)
+    assert len({port5, port6, hops.entry[1]}) == 3
+    for port, i in ((port5, 5), (port6, 6)):
+        # the socket peer is 127.0.0.1 (as QEMU's nc connects), the front decides who it is
+        status, _, body = http_request(port, "/latest/meta-data/local-ipv4")
+        assert (status, body) == (200, guest_ip(i).encode())
+        xff = {"X-Forwarded-For": guest_ip(0)}  # a guest cannot claim another's address
+        status, _, body = http_request(port, "/latest/meta-data/local-ipv4", headers=xff)
+        assert (status, body) == (200, guest_ip(i).encode())
+    assert hops.counts[guest_ip(5)] == before + 2  # the haproxy hop counts each guest's requests
+    # the shared entry still identifies by the real peer
+    assert http_request(hops.entry[1], "/latest/meta-data/local-ipv4")[0] == 404

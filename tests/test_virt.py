@@ -159,6 +159,11 @@ def test_every_argv_and_xml_the_project_builds_is_isolated(tmp_path: Path) -> No
             assert "hostfwd" not in netdev
             for rule in netdev.split(",")[4:]:
                 assert rule.startswith("guestfwd=tcp:169.254.169.254:80-cmd:nc 127.0.0.1 ")
+    leased = spec(tmp_path, user_net=FWD, user_net_dhcp_start="169.254.3.7")
+    netdev = qemu_argv(leased)[qemu_argv(leased).index("-netdev") + 1]
+    assert "dhcpstart=169.254.3.7" in netdev.split(",")
+    check_isolated(qemu_argv(leased))
+    check_isolated_xml(domain_xml(leased))
     for cpu in ("host", "host,-arch-capabilities"):
         check_isolated(
             probe_argv("qemu-system-x86_64", tmp_path / "vmlinuz", cpu, tmp_path / "log")

@@ -14,12 +14,18 @@ over a keep-alive pool to the next hop:
 
 The instance lookup reads the same store as the server (a :class:`Registry`), as the agent asks
 neutron for the port.
+
+Guests on QEMU user networking reach the host through NAT, so every guest connection arrives
+from 127.0.0.1. :meth:`Chain.add_front` gives one guest its own listening port on the haproxy
+hop, which stands for that guest's network: requests on it are stamped with the guest's address,
+as haproxy inside the guest's network sees it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import ipaddress
+from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import web
@@ -65,10 +71,23 @@ class Chain:
     runners: list[web.AppRunner]
     sessions: list[aiohttp.ClientSession]
     addresses: list[tuple[str, int]]
+    fronts: dict[int, str] = field(default_factory=dict)  # haproxy port -> guest address
+    counts: dict[str, int] = field(default_factory=dict)  # guest address -> requests seen
 
     @property
     def entry(self) -> tuple[str, int]:
         return self.addresses[0]
+
+    async def add_front(self, guest_address: str, port: int = 0) -> tuple[str, int]:
+        """Open another port on the first (haproxy) hop for one guest's network: requests
+        arriving on it are forwarded as coming from ``guest_address``."""
+        address = ipaddress.ip_address(guest_address).compressed
+        host = self.addresses[0][0]
+        site = web.TCPSite(self.runners[0], host, port, backlog=4096)
+        await site.start()
+        bound = _bound_port(site)
+        self.fronts[bound] = address
+        return host, bound
 
     async def stop(self) -> None:
         for runner in self.runners:
@@ -77,12 +96,19 @@ class Chain:
             await session.close()
 
 
+def _bound_port(site: web.TCPSite) -> int:
+    server = getattr(site, "_server", None)
+    return int(server.sockets[0].getsockname()[1]) if server else 0
+
+
 def _hop_app(
     spec: HopSpec,
     upstream: str,
     session: aiohttp.ClientSession,
     registry: Registry | None,
     secret: str,
+    fronts: dict[int, str],
+    counts: dict[str, int],
 ) -> web.Application:
     async def forward(request: web.Request) -> web.StreamResponse:
         if spec.latency:
@@ -90,8 +116,12 @@ def _hop_app(
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
         if spec.kind == "haproxy":
             headers = {k: v for k, v in headers.items() if k.lower() not in _STRIP}
-            peer = request.transport.get_extra_info("peername") if request.transport else None
-            address = str(peer[0]) if peer else ""
+            transport = request.transport
+            peer = transport.get_extra_info("peername") if transport else None
+            local = transport.get_extra_info("sockname") if transport else None
+            front = fronts.get(int(local[1])) if local else None
+            address = front or (str(peer[0]) if peer else "")
+            counts[address] = counts.get(address, 0) + 1
             given = request.headers.getall("X-Forwarded-For", [])
             for key in [k for k in headers if k.lower() == "x-forwarded-for"]:
                 del headers[key]
@@ -140,6 +170,8 @@ async def start_chain(
     runners: list[web.AppRunner] = []
     sessions: list[aiohttp.ClientSession] = []
     addresses: list[tuple[str, int]] = []
+    fronts: dict[int, str] = {}
+    counts: dict[str, int] = {}
     upstream = f"http://{server[0]}:{server[1]}"
     for spec in reversed(hops):  # start from the server side
         session = aiohttp.ClientSession(
@@ -147,12 +179,12 @@ async def start_chain(
             timeout=aiohttp.ClientTimeout(total=60),
             auto_decompress=False,
         )
-        runner = web.AppRunner(_hop_app(spec, upstream, session, registry, secret), access_log=None)
+        app = _hop_app(spec, upstream, session, registry, secret, fronts, counts)
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, host, 0, backlog=4096)
         await site.start()
-        server_obj = getattr(site, "_server", None)
-        port = int(server_obj.sockets[0].getsockname()[1]) if server_obj else 0
+        port = _bound_port(site)
         runners.append(runner)
         sessions.append(session)
         addresses.append((host, port))
@@ -160,4 +192,4 @@ async def start_chain(
     runners.reverse()
     sessions.reverse()
     addresses.reverse()
-    return Chain(runners, sessions, addresses)
+    return Chain(runners, sessions, addresses, fronts, counts)

@@ -9,6 +9,7 @@ trying to mount its root. The verdict is cached for the host's current boot.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -16,6 +17,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from configdrive.errors import ConfigDriveError
 from configdrive.host import Accelerator
@@ -121,14 +123,17 @@ def probe_accelerator(
         return ProbeResult("tcg", None, "no guest kernel to prove KVM with")
     qemu_path = find_tool(qemu)
     cache = (cache_dir / "accel-probe.json") if cache_dir else None
-    key = f"{_boot_id()}:{qemu_path}:{kernel.resolve()}"
+    # by content: every guest image variant ships the same kernel, and one verdict serves all
+    digest = hashlib.sha256(kernel.read_bytes()).hexdigest()[:16]
+    key = f"{_boot_id()}:{qemu_path}:{digest}"
+    entries: dict[str, Any] = {}
     if cache is not None and cache.exists():
         try:
-            saved = json.loads(cache.read_text())
-            if saved.get("key") == key:
-                return _decide(requested, ProbeResult(**saved["result"]))
-        except (OSError, ValueError, TypeError, KeyError):
-            pass
+            entries = dict(json.loads(cache.read_text()).get("entries", {}))
+            if key in entries:
+                return _decide(requested, ProbeResult(**entries[key]))
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            entries = {}
     reasons = []
     for cpu in KVM_CPUS:
         ok, reason = _try_kvm(qemu_path, kernel, cpu, timeout)
@@ -140,7 +145,11 @@ def probe_accelerator(
         result = ProbeResult("tcg", None, "KVM failed a real boot: " + "; ".join(reasons))
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps({"key": key, "result": asdict(result)}))
+        entries = {k: v for k, v in entries.items() if k.startswith(_boot_id() + ":")}
+        entries[key] = asdict(result)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"entries": entries}))
+        os.replace(tmp, cache)
     return _decide(requested, result)
 
 

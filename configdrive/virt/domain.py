@@ -73,6 +73,10 @@ def config_drive_slot(
     return DriveSlot(device, bus, dev)
 
 
+# QEMU user network of guests with a NIC: admits guestfwd to 169.254.169.254
+USER_NET = ipaddress.ip_network("169.254.0.0/16")
+
+
 @dataclass(frozen=True)
 class GuestFwd:
     """A ``guestfwd`` rule: guest TCP ``guest_ip:guest_port`` -> host loopback ``host:port``.
@@ -120,7 +124,8 @@ class GuestSpec:
     cache_mode: str = "none"
     # network: None = no NIC; else user networking, restrict=on, only these guestfwd rules
     user_net: tuple[GuestFwd, ...] | None = None
-    user_net_cidr: str = "169.254.0.0/16"
+    user_net_cidr: str = str(USER_NET)
+    user_net_dhcp_start: str | None = None  # the address QEMU's DHCP server leases first
     nic_mac: str | None = None  # the instance's first port's MAC, as nova sets the VIF's
     qmp_socket: Path | None = None
     pidfile: Path | None = None
@@ -141,6 +146,8 @@ def _slot(spec: GuestSpec) -> DriveSlot:
 def _netdev(spec: GuestSpec) -> str:
     assert spec.user_net is not None
     parts = ["user", "id=net0", "restrict=on", f"net={spec.user_net_cidr}"]
+    if spec.user_net_dhcp_start:
+        parts.append(f"dhcpstart={spec.user_net_dhcp_start}")
     parts += [rule.option() for rule in spec.user_net]
     return ",".join(parts)
 
