@@ -11,12 +11,18 @@ Layout, as nova's libvirt driver keeps it::
 
 Everything that can be checked is checked before the directory is made; if a later step fails
 the directory (and any domain) is removed again, so no half-made instance is left behind.
+
+When the host config names a metadata service (``metadata_admin_url``), an instance booted
+without a config drive (or every instance, ``metadata_register = always``) is registered with
+its admin API just before the guest starts, so its first request finds its metadata; a refused
+or failed registration fails the boot and removes everything again. ``delete`` unregisters.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import json
 import os
 import shutil
@@ -25,17 +31,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from configdrive.builder import build
 from configdrive.drive import DriveFormat
 from configdrive.errors import ConfigDriveError, SpecError
-from configdrive.host import BackendKind, Flavor, HostConfig
+from configdrive.host import BackendKind, Flavor, HostConfig, RegisterPolicy
 from configdrive.model import Instance
 from configdrive.run import find_tool, run
 from configdrive.virt import Backend, get_backend
 from configdrive.virt.accel import ProbeResult, probe_accelerator
-from configdrive.virt.domain import GuestFwd, GuestSpec
+from configdrive.virt.domain import USER_NET, GuestFwd, GuestSpec
+
+if TYPE_CHECKING:
+    from configdrive.service.client import AdminClient
 
 __all__ = [
     "BootImage",
@@ -47,6 +56,7 @@ __all__ = [
     "find_instance",
     "list_instances",
     "load_image",
+    "registers",
     "required_by",
 ]
 
@@ -72,14 +82,27 @@ class BootImage:
         return self.kernel, self.initrd
 
 
+def _dhcp_address(inst: Instance) -> str | None:
+    """The address QEMU's DHCP server should lease: the first port's first IPv4 on a DHCP
+    subnet inside the user network, as neutron's DHCP agent hands out the port's fixed IP."""
+    if not inst.ports:
+        return None
+    for subnet in inst.ports[0].subnets:
+        for ip in subnet.ips:
+            address = ipaddress.ip_address(ip)
+            if address.version == 4 and address in USER_NET:
+                return str(address)
+    return None
+
+
 def load_image(ref: str | os.PathLike[str]) -> BootImage:
     """An image by path: a directory (or manifest.json) made by ``configdrive image build``,
     or a plain qcow2/raw file that boots by itself; ``tuned``/``untuned`` name the project's
     own guest images (built on first use, then cached)."""
-    path = Path(ref).expanduser()
-    if str(ref) in ("tuned", "untuned", "pollinate", "floor") and not path.exists():
-        from configdrive.image import ImageVariant, build_image
+    from configdrive.image import ImageVariant, build_image
 
+    path = Path(ref).expanduser()
+    if str(ref) in {v.value for v in ImageVariant} and not path.exists():
         path = build_image(ImageVariant(str(ref))).qcow2.parent  # cached after the first build
     manifest = path / "manifest.json" if path.is_dir() else path
     if manifest.name == "manifest.json" and manifest.is_file():
@@ -139,6 +162,29 @@ def required_by(requested: bool | None, host: HostConfig, properties: Mapping[st
     )
 
 
+def registers(drive: bool, host: HostConfig) -> bool:
+    """Whether ``boot`` registers an instance (with or without a ``drive``) with the host's
+    metadata service."""
+    if not host.metadata_admin_url:
+        return False
+    return host.metadata_register is RegisterPolicy.ALWAYS or not drive
+
+
+def _admin_client(host: HostConfig) -> AdminClient:
+    """The host's metadata admin API, with the token from the environment (never argv)."""
+    from configdrive.service.client import ADMIN_TOKEN_ENV, AdminClient
+
+    assert host.metadata_admin_url is not None
+    token = os.environ.get(ADMIN_TOKEN_ENV, "")
+    if not token:
+        raise SpecError(
+            ADMIN_TOKEN_ENV,
+            f"must be set: the host config names a metadata service ({host.metadata_admin_url})",
+            hint="export the service's admin token, or unset metadata_admin_url",
+        )
+    return AdminClient(host.metadata_admin_url, token)
+
+
 @dataclass
 class InstanceRecord:
     """What configdrive keeps in ``instance.json``."""
@@ -154,6 +200,7 @@ class InstanceRecord:
     config_drive: str | None
     created: str
     spec: dict[str, Any]
+    metadata_url: str | None = None  # the admin API it was registered with, if any
 
     def guest_spec(self) -> GuestSpec:
         raw = dict(self.spec)
@@ -285,6 +332,8 @@ def boot(
             )
         if record.uuid == inst.uuid:
             raise SpecError("uuid", f"instance {inst.uuid} already exists")
+    drive_needed = required_by(request.config_drive, host, properties)
+    admin = _admin_client(host) if registers(drive_needed, host) else None
     qemu_img = find_tool("qemu-img")
     backend.check()
     image_size = _virtual_size(request.image.disk)
@@ -300,7 +349,6 @@ def boot(
         host.accelerator, kernel=kernel, qemu=host.qemu_binary, cache_dir=host.cache_dir
     )
     say(f"accelerator: {probe.accel} ({probe.reason})")
-    drive_needed = required_by(request.config_drive, host, properties)
     fmt: DriveFormat = host.config_drive_format
     # --- create
     host.instances_path.mkdir(parents=True, exist_ok=True)
@@ -308,6 +356,7 @@ def boot(
     directory = host.instances_path / inst.uuid
     directory.mkdir(mode=0o755)
     spec: GuestSpec | None = None
+    registered = False
     try:
         os.chmod(directory, 0o755)
         base = _base_image(request.image, host)
@@ -357,11 +406,17 @@ def boot(
             cache_mode=_cache_mode(directory),
             user_net=request.user_net,
             nic_mac=inst.ports[0].mac if inst.ports and request.user_net is not None else None,
+            user_net_dhcp_start=_dhcp_address(inst) if request.user_net is not None else None,
             qmp_socket=directory / "qmp.sock" if backend.kind == "qemu" else None,
             pidfile=directory / "qemu.pid" if backend.kind == "qemu" else None,
             extra_cpu=probe.cpu if probe.accel == "kvm" else None,
         )
         (directory / "libvirt.xml").write_text(backend.definition(spec))
+        if admin is not None:  # before the guest starts: its first request must find it
+            described = admin.register(inst)
+            registered = True
+            ips = ", ".join(described.get("fixed_ips") or []) or "no fixed IP"
+            say(f"metadata service: registered {inst.uuid} ({ips}) at {admin.url}")
         record = InstanceRecord(
             name=inst.name,
             uuid=inst.uuid,
@@ -374,6 +429,7 @@ def boot(
             config_drive=str(fmt) if drive is not None else None,
             created=datetime.now(UTC).isoformat(timespec="seconds"),
             spec=_spec_dict(spec),
+            metadata_url=admin.url if admin is not None else None,
         )
         (directory / "instance.json").write_text(record.to_json())
         say(f"starting {inst.name} ({backend.kind}, {probe.accel}, {host.machine_type})")
@@ -382,6 +438,9 @@ def boot(
         if spec is not None:
             with contextlib.suppress(Exception):
                 backend.destroy(spec)
+        if registered and admin is not None:
+            with contextlib.suppress(Exception):
+                admin.unregister(inst.uuid)
         shutil.rmtree(directory, ignore_errors=True)
         raise
     return record
@@ -395,9 +454,37 @@ def _spec_dict(spec: GuestSpec) -> dict[str, Any]:
     return data
 
 
-def delete(host: HostConfig, ref: str, backend: Backend | None = None) -> InstanceRecord:
-    """Stop the guest, remove its domain and its instance directory."""
+def delete(
+    host: HostConfig,
+    ref: str,
+    backend: Backend | None = None,
+    *,
+    progress: Progress | None = None,
+) -> InstanceRecord:
+    """Unregister the instance from the host's metadata service (if the host names one), stop
+    the guest, remove its domain and its instance directory.
+
+    Unregistering comes first: if the service cannot be reached, nothing is changed."""
+    say = progress or (lambda _msg: None)
     record = find_instance(host, ref)
+    if host.metadata_admin_url:
+        from configdrive.service.client import RegistrationError
+
+        admin = _admin_client(host)
+        try:
+            found = admin.unregister(record.uuid)
+        except RegistrationError as exc:
+            unreachable = exc.status is None
+            raise RegistrationError(
+                f"{record.name} not deleted: {exc}",
+                hint="start the metadata service, or unset metadata_admin_url in the host "
+                "config to delete without unregistering"
+                if unreachable
+                else exc.hint,
+                status=exc.status,
+            ) from None
+        state = "unregistered from" if found else "was not registered with"
+        say(f"metadata service: {record.uuid} {state} {admin.url}")
     if backend is None:
         backend = get_backend(host.with_(backend=BackendKind(record.backend)))
     backend.destroy(record.guest_spec())

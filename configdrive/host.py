@@ -13,7 +13,14 @@ connection_uri = qemu:///system
 
 [configdrive]
 backend = libvirt           # libvirt | qemu (plain QEMU, no libvirtd)
+metadata_admin_url = http://127.0.0.1:8776   # unset: register nothing
+metadata_register = no-drive                 # no-drive | always
 ```
+
+With ``metadata_admin_url`` set, ``configdrive boot`` registers each instance that gets no
+config drive (``no-drive``, the default) or every instance (``always``) with that metadata
+service's admin API before the guest starts, and ``configdrive delete`` unregisters it. The
+admin token comes from the environment (``CONFIGDRIVE_ADMIN_TOKEN``), never from a file or argv.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import configparser
 import enum
 import os
+import urllib.parse
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -34,6 +42,7 @@ __all__ = [
     "BackendKind",
     "Flavor",
     "HostConfig",
+    "RegisterPolicy",
     "find_flavor",
     "load_host_config",
 ]
@@ -50,6 +59,13 @@ class Accelerator(enum.StrEnum):
 class BackendKind(enum.StrEnum):
     LIBVIRT = "libvirt"
     QEMU = "qemu"
+
+
+class RegisterPolicy(enum.StrEnum):
+    """Which instances ``boot`` registers with the metadata service (``metadata_register``)."""
+
+    NO_DRIVE = "no-drive"  # those booted without a config drive: the service is their source
+    ALWAYS = "always"  # every instance, drive or not (the drive and the service then agree)
 
 
 @dataclass(frozen=True)
@@ -91,6 +107,8 @@ class HostConfig:
     backend: BackendKind = BackendKind.LIBVIRT
     libvirt_uri: str = "qemu:///system"
     qemu_binary: str = "qemu-system-x86_64"
+    metadata_admin_url: str | None = None  # the metadata service's admin API; None: no registry
+    metadata_register: RegisterPolicy = RegisterPolicy.NO_DRIVE
     cache_dir: Path = field(
         default_factory=lambda: Path(
             os.environ.get("CONFIGDRIVE_CACHE", Path.home() / ".cache" / "configdrive")
@@ -168,4 +186,40 @@ def load_host_config(path: str | os.PathLike[str] | None) -> HostConfig:
             changes["qemu_binary"] = section["qemu_binary"].strip()
         if "cache_dir" in section:
             changes["cache_dir"] = Path(section["cache_dir"]).expanduser()
+        if "metadata_admin_url" in section:
+            changes["metadata_admin_url"] = _admin_url(section["metadata_admin_url"])
+        if "metadata_register" in section:
+            policy = section["metadata_register"].strip()
+            try:
+                changes["metadata_register"] = RegisterPolicy(policy)
+            except ValueError:
+                raise SpecError(
+                    "metadata_register",
+                    f"must be {' or '.join(RegisterPolicy)}, not {policy!r}",
+                ) from None
     return config.with_(**changes)
+
+
+def _admin_url(text: str) -> str | None:
+    """``metadata_admin_url``: an http(s) URL with a host; empty means unset."""
+    url = text.strip()
+    if not url:
+        return None
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SpecError(
+            "metadata_admin_url",
+            f"{url!r} is not an http:// or https:// URL",
+            hint="the admin listener of `configdrive serve`, e.g. http://127.0.0.1:8776",
+        )
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise SpecError(
+            "metadata_admin_url",
+            "must be scheme://host[:port][/path] (no credentials, query or fragment)",
+            hint="the admin token comes from the environment (CONFIGDRIVE_ADMIN_TOKEN)",
+        )
+    return url.rstrip("/")

@@ -91,7 +91,10 @@ def register(sub: Any) -> None:
         help="create and start an instance with its config drive (nova boot)",
         description="Create <instances_path>/<uuid>/ with a qcow2 overlay, disk.config, "
         "libvirt.xml and console.log, and start the guest through libvirt or plain QEMU. "
-        "Instance flags mirror `nova boot`.",
+        "Instance flags mirror `nova boot`. When the host config names a metadata service "
+        "(metadata_admin_url), an instance without a config drive (or every instance, "
+        "metadata_register = always) is registered with it before the guest starts; the "
+        "admin token comes from CONFIGDRIVE_ADMIN_TOKEN.",
     )
     add_instance_args(b)
     b.add_argument(
@@ -105,7 +108,8 @@ def register(sub: Any) -> None:
     b.add_argument(
         "--config-drive",
         metavar="true|false",
-        help="attach a config drive (force_config_drive in the host config also does)",
+        help="attach a config drive (force_config_drive in the host config also does); "
+        "false: the guest reads the metadata service the host config names",
     )
     add_host_args(b)
     b.add_argument("--machine-type", metavar="TYPE", help="override hw_machine_type (pc, q35, …)")
@@ -165,7 +169,13 @@ def register(sub: Any) -> None:
     c.add_argument("--timeout", type=float, default=600, help="seconds for --wait (default 600)")
     c.set_defaults(handler=cmd_console)
 
-    d = sub.add_parser("delete", help="stop an instance, remove its domain and directory")
+    d = sub.add_parser(
+        "delete",
+        help="stop an instance, remove its domain and directory",
+        description="Unregister the instance from the host's metadata service (when the host "
+        "config names metadata_admin_url; token from CONFIGDRIVE_ADMIN_TOKEN), stop the guest, "
+        "remove its domain and its instance directory.",
+    )
     d.add_argument("instance", metavar="NAME")
     add_host_args(d)
     d.set_defaults(handler=cmd_delete)
@@ -178,11 +188,12 @@ def register(sub: Any) -> None:
     )
     ib.add_argument(
         "--variant",
-        choices=["tuned", "untuned", "pollinate", "floor"],
+        choices=["tuned", "untuned", "pollinate", "floor", "service"],
         default="tuned",
         help="tuned: the project's cloud-init settings, pollinate masked; untuned: "
         "stock datasource list, pollinate enabled; pollinate: tuned but pollinate "
-        "enabled; floor: datasource_list [None] (default: tuned)",
+        "enabled; floor: datasource_list [None]; service: tuned but reading the "
+        "metadata service (datasource_list [OpenStack, None]) (default: tuned)",
     )
     ib.add_argument("--cache-dir", metavar="DIR", help="where images are cached")
     ib.add_argument("--json", action="store_true", help="machine-readable output")
@@ -193,9 +204,9 @@ def register(sub: Any) -> None:
     bb = bsub.add_parser(
         "boot",
         help="first boot by injection mode, interleaved; JSON/CSV, summary and plot",
-        description="Boot the project's guest repeatedly in each mode (drive-tuned, stock, "
-        "drive-pollinate, floor), interleaved, and record every stage from the guest's own "
-        "reports. Writes results.json, boots.csv and boot-stages.png.",
+        description="Boot the project's guest repeatedly in each mode (drive-tuned, service, "
+        "service-loaded, stock, drive-pollinate, floor), interleaved, and record every stage "
+        "from the guest's own reports. Writes results.json, boots.csv and boot-stages.png.",
     )
     bb.add_argument("--modes", default=",".join(m.value for m in Mode),
                     help="comma-separated modes (default: %(default)s)")  # fmt: skip
@@ -205,6 +216,22 @@ def register(sub: Any) -> None:
                     help="where to write the artefacts (default: %(default)s)")  # fmt: skip
     bb.add_argument("--json", action="store_true", help="print the summary as JSON")
     bb.set_defaults(handler=cmd_bench_boot)
+    bs = bsub.add_parser(
+        "storm",
+        help="boot storm: K guests started at once per mode; storm.json and storm.png",
+        description="Start K guests of each mode at once (one mode after the other) and "
+        "record when each obtains its metadata and becomes ready, counted from the first "
+        "start. Writes storm.json and storm.png.",
+    )
+    bs.add_argument("--modes", default="drive-tuned,service",
+                    help="comma-separated modes (default: %(default)s)")  # fmt: skip
+    bs.add_argument("-k", "--guests", type=int, default=4,
+                    help="guests started at once per mode (default 4)")  # fmt: skip
+    bs.add_argument("--quick", action="store_true", help="two guests per mode (CI)")
+    bs.add_argument("-o", "--output", default="docs/benchmarks", metavar="DIR",
+                    help="where to write the artefacts (default: %(default)s)")  # fmt: skip
+    bs.add_argument("--json", action="store_true", help="print the summary as JSON")
+    bs.set_defaults(handler=cmd_bench_storm)
 
     t = sub.add_parser(
         "tune-image",
@@ -250,6 +277,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
         "accelerator": record.accel,
         "machine": record.machine,
         "config_drive": record.config_drive,
+        "metadata_url": record.metadata_url,
     }
     if args.wait:
         wait_for_console(record, args.wait, args.timeout)
@@ -258,9 +286,10 @@ def cmd_boot(args: argparse.Namespace) -> int:
         print(json.dumps(result))
     else:
         drive = record.config_drive or "none"
+        registered = f", registered at {record.metadata_url}" if record.metadata_url else ""
         print(
             f"{record.name} {record.uuid} started: {record.backend}, {record.accel}, "
-            f"{record.machine}, config drive {drive}; {record.path}"
+            f"{record.machine}, config drive {drive}{registered}; {record.path}"
         )
     return EXIT_OK
 
@@ -287,6 +316,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 "machine": record.machine,
                 "flavor": record.flavor,
                 "config_drive": record.config_drive,
+                "metadata_url": record.metadata_url,
             }
         )
     if args.json:
@@ -327,7 +357,7 @@ def cmd_console(args: argparse.Namespace) -> int:
 def cmd_delete(args: argparse.Namespace) -> int:
     from configdrive.compute import delete
 
-    record = delete(host_from_args(args), args.instance)
+    record = delete(host_from_args(args), args.instance, progress=_progress(args))
     print(f"deleted {record.name} {record.uuid} ({record.path})")
     return EXIT_OK
 
@@ -390,21 +420,54 @@ def cmd_tune_image(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_bench_boot(args: argparse.Namespace) -> int:
-    from configdrive.benchmark import run_benchmark
-
+def _bench_modes(text: str) -> list[Mode]:
     try:
-        modes = [Mode(m.strip()) for m in args.modes.split(",") if m.strip()]
+        modes = [Mode(m.strip()) for m in text.split(",") if m.strip()]
     except ValueError:
         raise UsageError(f"modes: must be among {', '.join(m.value for m in Mode)}") from None
     if not modes:
         raise UsageError("modes: name at least one mode")
-    runs = 1 if args.quick else args.runs
-    if runs < 1:
-        raise UsageError("runs: must be at least 1")
+    return modes
+
+
+def _seed_spec() -> Path:
     seed = Path(__file__).resolve().parents[2] / "examples" / "seed" / "instance.yaml"
     if not seed.is_file():
         raise UsageError(f"seed example spec not found at {seed}")
+    return seed
+
+
+def cmd_bench_storm(args: argparse.Namespace) -> int:
+    from configdrive.benchmark import run_storm
+
+    modes = _bench_modes(args.modes)
+    k = 2 if args.quick else args.guests
+    if k < 1:
+        raise UsageError("guests: must be at least 1")
+    out = Path(args.output)
+    doc = run_storm(modes, k, out, seed_spec=_seed_spec(), progress=_progress(args))
+    if args.json:
+        print(json.dumps(doc["summary"], indent=2))
+        return EXIT_OK
+    print(f"storm of {k} guests per mode, accelerator {doc['accelerator']}; seconds since "
+          f"the first start:")  # fmt: skip
+    for mode, table in doc["summary"].items():
+        meta, ready = table.get("metadata obtained"), table.get("ready")
+        print(f"{mode:<16} metadata median {meta['median'] if meta else '-':>7}   "
+              f"ready median {ready['median'] if ready else '-':>7}   "
+              f"all ready {table['all ready']:>7}")  # fmt: skip
+    print(f"wrote {out}/storm.json, storm.png")
+    return EXIT_OK
+
+
+def cmd_bench_boot(args: argparse.Namespace) -> int:
+    from configdrive.benchmark import run_benchmark
+
+    modes = _bench_modes(args.modes)
+    runs = 1 if args.quick else args.runs
+    if runs < 1:
+        raise UsageError("runs: must be at least 1")
+    seed = _seed_spec()
     out = Path(args.output)
     doc = run_benchmark(modes, runs, out, seed_spec=seed, progress=_progress(args))
     summary = doc["summary"]
@@ -423,5 +486,8 @@ def cmd_bench_boot(args: argparse.Namespace) -> int:
                          if stat else f"{'-':>8}")  # fmt: skip
         ratio = summary["ratio_to_floor_ready"].get(mode)
         print(f"{mode:<18}" + "".join(f"{c:>26}" for c in cells) + f"{ratio or '-':>13}")
+    for mode, ratios in summary.get("service_vs_drive", {}).items():
+        shown = ", ".join(f"{stage} {ratio}x" for stage, ratio in ratios.items())
+        print(f"{mode} vs drive-tuned (median): {shown}")
     print(f"wrote {out}/results.json, boots.csv, boot-stages.png")
     return EXIT_OK
