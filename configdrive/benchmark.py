@@ -38,6 +38,7 @@ from configdrive.errors import ConfigDriveError
 from configdrive.host import Accelerator, BackendKind, HostConfig, find_flavor
 from configdrive.image import ImageVariant, build_image, parse_check_report
 from configdrive.model import Instance
+from configdrive.service.client import AdminClient
 from configdrive.service.proxychain import HopSpec
 from configdrive.spec import instance_from_mapping, load_spec
 from configdrive.timeline import ConsoleWatcher, build_timeline
@@ -177,21 +178,6 @@ def _image_dir(variant: ImageVariant) -> Path:
     return build_image(variant).qcow2.parent
 
 
-def _inline_spec(instance: Instance, data: dict[str, Any]) -> dict[str, Any]:
-    """``data`` with its file references resolved, as the admin API takes it."""
-    import base64
-
-    spec = {k: v for k, v in data.items() if not k.endswith("_file") and k != "files"}
-    spec.pop("user_data", None)
-    spec["keys"] = [
-        {"name": k.name, "public_key": k.public_key, "type": str(k.type)}
-        for k in instance.key_pairs
-    ]
-    if instance.user_data is not None:
-        spec["user_data_base64"] = base64.b64encode(instance.user_data).decode()
-    return spec
-
-
 class MetadataChain:
     """``configdrive serve`` (proxy mode, SQLite store) behind :data:`SERVICE_HOPS`, on this
     process's loopback; each guest is registered and gets its own front port."""
@@ -208,9 +194,10 @@ class MetadataChain:
 
         secret = secrets.token_hex(self.SECRET_BYTES)
         store = work / f"metadata-{secrets.token_hex(4)}.db"
+        admin_token = secrets.token_hex(16)
         config = ServiceConfig(
             listen=("127.0.0.1:0",), admin_listen="127.0.0.1:0",
-            admin_token=secrets.token_hex(16), store=f"sqlite:///{store}",
+            admin_token=admin_token, store=f"sqlite:///{store}",
             access_log="off", mode="proxy", shared_secret=secret,
             proxy_addresses=("127.0.0.1/32",),
         )  # fmt: skip
@@ -227,14 +214,11 @@ class MetadataChain:
         except BaseException:
             self.server.stop()
             raise
+        self.admin = AdminClient(f"http://127.0.0.1:{self.server.admin_port}", admin_token)
 
-    def attach(self, instance: Instance, data: dict[str, Any]) -> GuestFwd:
+    def attach(self, instance: Instance) -> GuestFwd:
         """Register ``instance``; the guestfwd rule that takes it to its front port."""
-        status, answer = self.server.admin(
-            "POST", "/v1/instances", {"spec": _inline_spec(instance, data)}
-        )
-        if status != 201:
-            raise ConfigDriveError(f"metadata service refused {instance.uuid}: {answer}")
+        self.admin.register(instance)
         address = instance.first_fixed_ipv4
         if address is None:
             raise ConfigDriveError("a service-mode guest needs a fixed IPv4 address")
@@ -244,9 +228,7 @@ class MetadataChain:
 
     def detach(self, instance: Instance) -> None:
         """Unregister ``instance`` (its address may serve the next guest)."""
-        status, answer = self.server.admin("DELETE", f"/v1/instances/{instance.uuid}")
-        if status not in (200, 204, 404):
-            raise ConfigDriveError(f"metadata service kept {instance.uuid}: {answer}")
+        self.admin.unregister(instance.uuid)
 
     def requests_from(self, instance: Instance) -> int:
         """How many requests the guest made (as its haproxy hop counted them)."""
@@ -299,7 +281,7 @@ def _prepare(
     if spec.service:
         if chain is None or not network:
             raise ConfigDriveError("the service mode needs the metadata chain and a NIC")
-        forwards = (chain.attach(instance, data),)
+        forwards = (chain.attach(instance),)
     request = BootRequest(
         instance,
         find_flavor("1"),
@@ -341,6 +323,8 @@ def _finish(guest: _Guest, host: HostConfig, timeout: float) -> BootResult:
     for label, seconds in timeline.events.items():
         for needle, name in EVENTS.items():
             if needle in label and name not in events:
+                if name == "metadata obtained" and "DataSourceNone" in label:
+                    continue  # cloud-init's fallback: no metadata was obtained
                 events[name] = seconds
     stages = dict(timeline.stages)
     stages["metadata obtained"] = events.get("metadata obtained")
