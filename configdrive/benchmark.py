@@ -382,6 +382,10 @@ def summarize(results: Sequence[BootResult]) -> dict[str, Any]:
     for mode in modes:
         rows = [r for r in results if r.mode == mode]
         table[mode] = {stage: _stat([r.stages.get(stage) for r in rows]) for stage in STAGES}
+    # cloud-init's own wait for metadata: from its local stage starting to the datasource found
+    waits: dict[str, dict[str, float] | None] = {}
+    for mode in modes:
+        waits[mode] = _stat([_wait(r) for r in results if r.mode == mode])
     floor = table.get(Mode.FLOOR, {}).get("ready")
     ratios = {}
     for mode in modes:
@@ -399,7 +403,13 @@ def summarize(results: Sequence[BootResult]) -> dict[str, Any]:
             ours, theirs = drive.get(stage), table[mode].get(stage)
             if ours and theirs:
                 versus[mode][stage] = round(theirs["median"] / ours["median"], 2)
-    return {"stages": table, "ratio_to_floor_ready": ratios, "service_vs_drive": versus}
+    return {"stages": table, "metadata_wait": waits, "ratio_to_floor_ready": ratios,
+            "service_vs_drive": versus}  # fmt: skip
+
+
+def _wait(result: BootResult) -> float | None:
+    obtained, local = result.stages.get("metadata obtained"), result.stages.get("cloud-init local")
+    return None if obtained is None or local is None else obtained - local
 
 
 def _plot(summary: dict[str, Any], out: Path, accelerator: str) -> Path:

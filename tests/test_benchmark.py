@@ -45,10 +45,22 @@ def test_summary_compares_each_service_mode_with_the_drive() -> None:
         result("service-loaded", 1, 60.0, 42.0), result("drive-tuned", 2, 32.0, 14.4),
         result("service", 2, 38.0, 17.0), result("service-loaded", 2, 64.0, 44.0),
     ]  # fmt: skip
-    versus = summarize(results)["service_vs_drive"]
+    summary = summarize(results)
+    versus = summary["service_vs_drive"]
     assert versus["service"] == {"metadata obtained": round(16.5 / 14.2, 2),
                                  "ready": round(37.0 / 31.0, 2)}  # fmt: skip
     assert versus["service-loaded"]["ready"] == round(62.0 / 31.0, 2)
+    assert summary["metadata_wait"]["drive-tuned"] is None  # no local-stage stamp: no wait
+
+
+def test_metadata_wait_counts_from_cloud_inits_local_stage() -> None:
+    boots = [result("drive-tuned", i, 30.0, meta) for i, meta in enumerate((14.6, 14.5, 14.9))]
+    boots.append(result("floor", 1, 29.0, None))
+    for boot, local in zip(boots, (14.0, 14.1, 14.2, 13.9), strict=True):
+        boot.stages["cloud-init local"] = local
+    waits = summarize(boots)["metadata_wait"]
+    assert waits["drive-tuned"] == {"median": 0.6, "min": 0.4, "max": 0.7, "n": 3}
+    assert waits["floor"] is None
 
 
 @pytest.mark.vm
@@ -83,7 +95,7 @@ def test_bench_boot_quick_writes_artefacts(
     assert len(rows) == len(Mode) and set(STAGES) <= set(rows[0])
     assert (out / "boot-stages.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "ready/floor" in proc.stdout
-    assert "service vs drive-tuned" in proc.stdout
+    assert "service vs drive-tuned" in proc.stdout and "wait for metadata" in proc.stdout
 
 
 @pytest.mark.vm

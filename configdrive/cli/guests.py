@@ -486,6 +486,9 @@ def cmd_bench_boot(args: argparse.Namespace) -> int:
                          if stat else f"{'-':>8}")  # fmt: skip
         ratio = summary["ratio_to_floor_ready"].get(mode)
         print(f"{mode:<18}" + "".join(f"{c:>26}" for c in cells) + f"{ratio or '-':>13}")
+    waits = ", ".join(f"{mode} {stat['median']:.2f} s" for mode, stat in
+                      summary["metadata_wait"].items() if stat)  # fmt: skip
+    print(f"cloud-init's wait for metadata (local stage start -> found; median): {waits}")
     for mode, ratios in summary.get("service_vs_drive", {}).items():
         shown = ", ".join(f"{stage} {ratio}x" for stage, ratio in ratios.items())
         print(f"{mode} vs drive-tuned (median): {shown}")
