@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,7 @@ import yaml
 
 from configdrive.drive import CONFIG_DRIVE_LABEL, NOCLOUD_LABEL, DriveContents
 
-__all__ = ["CLOUD_INIT_VERSIONS", "Inspection", "inspect_contents"]
+__all__ = ["CLOUD_INIT_VERSIONS", "Inspection", "inspect_contents", "network_file_warning"]
 
 # cloud-init's BaseReader._find_working_version: the versions it knows, newest first.
 CLOUD_INIT_VERSIONS = (
@@ -65,6 +65,23 @@ class Inspection:
             "summary": self.summary,
             "files": self.files,
         }
+
+
+INTERFACES = "/etc/network/interfaces"
+
+
+def network_file_warning(injected_paths: Iterable[str], has_networks: bool) -> str | None:
+    """The warning for a spec that injects ``/etc/network/interfaces`` *and* describes
+    networks: on ifupdown guests that file replaces the distribution's (and its ``source
+    /etc/network/interfaces.d/*``, where cloud-init writes), so the network config cloud-init
+    renders from ``network_data.json`` is never used."""
+    if not has_networks or INTERFACES not in {"/" + p.lstrip("/") for p in injected_paths}:
+        return None
+    return (
+        f"injects {INTERFACES} and describes networks: on ifupdown guests the injected file "
+        "replaces the distribution's (and its `source interfaces.d/*`), so cloud-init's "
+        "network config from network_data.json is ignored"
+    )
 
 
 def _json(data: bytes, what: str, problems: list[str]) -> Any:
@@ -143,6 +160,15 @@ def _check_config_drive(files: Mapping[str, bytes], report: Inspection) -> None:
             report.warnings += other
     if "latest" not in present:
         report.warnings.append("no openstack/latest/ (glean and Proxmox-style readers use it)")
+    network = files.get(f"{base}/network_data.json")
+    links = _json(network, f"{base}/network_data.json", []) if network else None
+    injected = [f.get("path") for f in md.get("files") or [] if isinstance(f, dict)]
+    conflict = network_file_warning(
+        [p for p in injected if isinstance(p, str)],
+        isinstance(links, dict) and bool(links.get("links") or links.get("networks")),
+    )
+    if conflict:
+        report.warnings.append(conflict)
     keys = md.get("public_keys") or {}
     report.summary = {
         "uuid": md.get("uuid"),

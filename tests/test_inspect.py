@@ -160,3 +160,32 @@ def test_inspect_nocloud_seed(tmp_path: Path, sh: Run) -> None:
     )
     report = inspect(bad)
     assert not report.ok and "user-data is missing" in report.problems[0]
+
+
+def test_injected_interfaces_with_networks_is_warned_about(tmp_path: Path, sh: Run) -> None:
+    """The seed injects /etc/network/interfaces; with a port as well, the guest would ignore
+    cloud-init's network config. build warns on stderr, inspect lists it for any maker's drive."""
+    seed = (ROOT / "examples/seed/instance.yaml").read_text()
+    for name in ("instance-interfaces", "known_hosts", "my-user-data.txt", "mykey.pub"):
+        (tmp_path / name).write_bytes((ROOT / "examples/seed" / name).read_bytes())
+    plain = tmp_path / "seed.yaml"
+    plain.write_text(seed.replace(f"uuid: {UUID}", f"uuid: {UUID}\n"))
+    networked = tmp_path / "net.yaml"
+    networked.write_text(seed + '\nnetworks:\n  - mac: "fa:16:3e:00:00:01"\n    subnets:\n'
+                         '      - {cidr: 10.0.0.0/24, ips: [10.0.0.5], gateway: 10.0.0.1}\n')  # fmt: skip
+    cli = [sys.executable, "-m", "configdrive"]
+    for spec, warned in ((plain, False), (networked, True)):
+        drive = tmp_path / f"{spec.stem}.iso"
+        built = subprocess.run([*cli, "build", "--spec", str(spec), "-o", str(drive), "--json"],
+                               capture_output=True, text=True, check=False)  # fmt: skip
+        assert built.returncode == 0, built.stderr
+        json.loads(built.stdout)  # the warning stays off stdout
+        assert ("warning: injects /etc/network/interfaces" in built.stderr) is warned
+        # the same verdict from a drive nova's way would make (genisoimage), read back
+        data, base = load_spec(spec)
+        nova = genisoimage(render(instance_from_mapping(data, base=base)), tmp_path / spec.stem, sh)
+        for image in (drive, nova):
+            shown = subprocess.run([*cli, "inspect", str(image)], capture_output=True, text=True,
+                                   check=False)  # fmt: skip
+            assert shown.returncode == 0, shown.stderr
+            assert ("warning: injects /etc/network/interfaces" in shown.stdout) is warned, image

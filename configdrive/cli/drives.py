@@ -14,7 +14,7 @@ from configdrive.builder import build, inspect, render_for
 from configdrive.cli._common import EXIT_FAIL, EXIT_OK, UsageError, pair
 from configdrive.drive import NOVA_VFAT_SIZE, DriveFormat
 from configdrive.errors import SpecError
-from configdrive.inspection import Inspection
+from configdrive.inspection import Inspection, network_file_warning
 from configdrive.render import DEFAULT_SKIP_VERSIONS, RenderOptions, Tree
 from configdrive.spec import Limits, instance_from_mapping, load_spec, parse_spec_text, read_input
 
@@ -307,6 +307,9 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise UsageError("--size applies to VFAT formats only; ISO9660 is sized to fit")
     instance = instance_from_mapping(data, base=base, limits=limits_from_args(args))
     options = _render_options(args)
+    warning = network_file_warning((f.path for f in instance.files), bool(instance.ports))
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.dry_run:
         tree = render_for(instance, fmt, options)
         if args.json:
