@@ -42,7 +42,7 @@ from configdrive.service.client import AdminClient
 from configdrive.service.proxychain import HopSpec
 from configdrive.spec import instance_from_mapping, load_spec
 from configdrive.timeline import ConsoleWatcher, build_timeline
-from configdrive.virt.domain import GuestFwd
+from configdrive.virt.domain import USER_NET, GuestFwd
 
 __all__ = [
     "MODES",
@@ -145,7 +145,7 @@ MAC = "fa:16:3e:00:00:42"
 
 def _network(address: str) -> list[dict[str, Any]]:
     """One DHCP port on the restricted user network; QEMU's DHCP leases ``address``."""
-    return [{"mac": MAC, "subnets": [{"cidr": "169.254.0.0/16", "ips": [address], "dhcp": True}]}]
+    return [{"mac": MAC, "subnets": [{"cidr": str(USER_NET), "ips": [address], "dhcp": True}]}]
 
 
 @dataclass
@@ -185,7 +185,6 @@ class MetadataChain:
     SECRET_BYTES = 32
 
     def __init__(self, work: Path, hops: Sequence[HopSpec] = SERVICE_HOPS) -> None:
-        self.hops = tuple(hops)
         import secrets
 
         from configdrive.service.config import ServiceConfig
@@ -449,6 +448,32 @@ def _plot(summary: dict[str, Any], out: Path, accelerator: str) -> Path:
     return path
 
 
+def _setup(modes: Sequence[Mode], say: Progress, prefix: str) -> tuple[HostConfig, Path]:
+    """The host every benchmark boots on (plain QEMU, ISO drive) with a fresh work directory
+    for its instances; every image is built (or found cached) first: not part of any boot."""
+    for mode in modes:
+        say(f"image for {mode}: {_image_dir(MODES[mode].variant)}")
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
+    os.chmod(work, 0o755)  # the hypervisor's user reads the instances below it
+    host = HostConfig(backend=BackendKind.QEMU, accelerator=Accelerator.AUTO,
+                      config_drive_format=DriveFormat.ISO9660,
+                      instances_path=work / "instances")  # fmt: skip
+    return host, work
+
+
+def _head(title: str, modes: Sequence[Mode], accelerator: str, started: float) -> dict[str, Any]:
+    """What every result document opens with: the modes, the machine and the versions."""
+    return {
+        "benchmark": title,
+        "modes": {str(m): MODES[m].description for m in modes},
+        "service_hops": {str(m): _hops_doc(MODES[m].hops) for m in modes if MODES[m].hops},
+        "accelerator": accelerator,
+        "machine": machine_info(),
+        "versions": _versions(),
+        "wall_seconds": round(time.monotonic() - started, 1),
+    }
+
+
 def run_benchmark(
     modes: Sequence[Mode],
     runs: int,
@@ -460,12 +485,7 @@ def run_benchmark(
     """Boot ``runs`` guests per mode, interleaved (A B C A B C …); write results.json,
     boots.csv and boot-stages.png into ``out``; return the result document."""
     say = progress or (lambda _m: None)
-    host = HostConfig(backend=BackendKind.QEMU, accelerator=Accelerator.AUTO,
-                      config_drive_format=DriveFormat.ISO9660)  # fmt: skip
-    for mode in modes:  # build (or find cached) every image first: not part of any boot
-        say(f"image for {mode}: {_image_dir(MODES[mode].variant)}")
-    work = Path(tempfile.mkdtemp(prefix="configdrive-bench-", dir="/var/tmp"))
-    os.chmod(work, 0o755)
+    host, work = _setup(modes, say, "configdrive-bench-")
     results: list[BootResult] = []
     started = time.monotonic()
     chains: dict[Mode, MetadataChain] = {}
@@ -489,15 +509,9 @@ def run_benchmark(
     summary = summarize(results)
     accelerator = ",".join(sorted({r.accelerator for r in results}))
     document: dict[str, Any] = {
-        "benchmark": "first boot by injection mode",
-        "modes": {str(m): MODES[m].description for m in modes},
-        "service_hops": {str(m): _hops_doc(MODES[m].hops) for m in modes if MODES[m].hops},
+        **_head("first boot by injection mode", modes, accelerator, started),
         "runs_per_mode": runs,
         "interleaved": True,
-        "accelerator": accelerator,
-        "machine": machine_info(),
-        "versions": _versions(),
-        "wall_seconds": round(time.monotonic() - started, 1),
         "summary": summary,
         "boots": [vars(r) for r in results],
     }
@@ -545,8 +559,8 @@ def _storm_once(
             with contextlib.suppress(ConfigDriveError):
                 delete(host, guest.request.instance.uuid)
         raise
-    ready = sorted(r.stages["ready"] or 0.0 for r in results)
-    say(f"storm {spec.mode}: all {k} ready at {ready[-1]:.1f} s")
+    last = max(r.stages["ready"] or 0.0 for r in results)
+    say(f"storm {spec.mode}: all {k} ready at {last:.1f} s")
     return results
 
 
@@ -564,13 +578,7 @@ def run_storm(
     if k < 1:
         raise ConfigDriveError("a storm needs at least one guest")
     say = progress or (lambda _m: None)
-    host = HostConfig(backend=BackendKind.QEMU, accelerator=Accelerator.AUTO,
-                      config_drive_format=DriveFormat.ISO9660)  # fmt: skip
-    for mode in modes:
-        say(f"image for {mode}: {_image_dir(MODES[mode].variant)}")
-    work = Path(tempfile.mkdtemp(prefix="configdrive-storm-", dir="/var/tmp"))
-    os.chmod(work, 0o755)
-    host = host.with_(instances_path=work / "instances")
+    host, work = _setup(modes, say, "configdrive-storm-")
     storms: dict[str, list[BootResult]] = {}
     started = time.monotonic()
     try:
@@ -595,14 +603,8 @@ def run_storm(
         summary[name]["all ready"] = max(ready) if ready else None
     accelerator = ",".join(sorted({r.accelerator for rs in storms.values() for r in rs}))
     document: dict[str, Any] = {
-        "benchmark": "boot storm: K guests started at once, per mode",
+        **_head("boot storm: K guests started at once, per mode", modes, accelerator, started),
         "k": k,
-        "modes": {str(m): MODES[m].description for m in modes},
-        "service_hops": {str(m): _hops_doc(MODES[m].hops) for m in modes if MODES[m].hops},
-        "accelerator": accelerator,
-        "machine": machine_info(),
-        "versions": _versions(),
-        "wall_seconds": round(time.monotonic() - started, 1),
         "summary": summary,
         "boots": {mode: [vars(r) for r in results] for mode, results in storms.items()},
     }
