@@ -53,6 +53,7 @@ from configdrive.service.testing import (  # noqa: E402
     crawl_many,
     guest_spec,
     http_request,
+    serve_process,
 )
 
 PATHS = ("/openstack/latest/meta_data.json", "/latest/meta-data/instance-id")
@@ -154,45 +155,13 @@ def make_store(path: Path, guests: int) -> float:
     return time.perf_counter() - began
 
 
-def configdrive_argv() -> list[str]:
-    script = Path(sys.executable).parent / "configdrive"
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-m", "configdrive.cli.service"]
-
-
 @contextmanager
 def ours(work: Path, store: Path, name: str, **settings: Any) -> Iterator[int]:
     """`configdrive serve --config FILE` as a subprocess; yields its port."""
-    config = work / f"{name}.json"
-    config.write_text(
-        json.dumps(
-            {
-                "listen": ["127.0.0.1:0"],
-                "admin_listen": None,
-                "store": f"sqlite://{store}",
-                "access_log": "off",
-                **settings,
-            }
-        )
-    )
-    proc = subprocess.Popen(
-        [*configdrive_argv(), "serve", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "CONFIGDRIVE_ADMIN_TOKEN": ""},
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line:
-            assert proc.stderr is not None
-            raise RuntimeError(f"configdrive serve failed: {proc.stderr.read()[-2000:]}")
-        port = int(json.loads(line)["listen"][0].rsplit(":", 1)[1])
-        yield port
-    finally:
-        stop(proc)
+    config = {"listen": ["127.0.0.1:0"], "admin_listen": None, "store": f"sqlite://{store}",
+              "access_log": "off", **settings}  # fmt: skip
+    with serve_process(work / f"{name}.json", config) as served:
+        yield served.port
 
 
 @contextmanager

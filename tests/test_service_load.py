@@ -8,17 +8,19 @@ the 1,000 crawlers share one event loop here. Bounded: at most 60 s for the craw
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import resource
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from configdrive.service.registry import Registry
 from configdrive.service.store import open_store
-from configdrive.service.testing import CRAWL_PATHS, crawl_many, guest_spec, http_request
+from configdrive.service.testing import (
+    CRAWL_PATHS,
+    crawl_many,
+    guest_spec,
+    http_request,
+    serve_process,
+)
 
 GUESTS = 1000
 
@@ -34,37 +36,11 @@ def test_thousand_guests_crawl_at_once(tmp_path: Path) -> None:
         registry.register(guest_spec(i))
     registered = time.perf_counter() - began
     registry.store.close()
-    config = tmp_path / "serve.json"
-    config.write_text(
-        json.dumps(
-            {
-                "listen": ["127.0.0.1:0"],
-                "admin_listen": None,
-                "store": str(store_path),
-                "access_log": "off",
-                "burst": 300,
-            }
-        )
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "configdrive.cli.service", "serve", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "CONFIGDRIVE_ADMIN_TOKEN": ""},
-    )
-    try:
-        assert proc.stdout is not None
-        state = json.loads(proc.stdout.readline())
-        port = int(state["listen"][0].rsplit(":", 1)[1])
-        assert http_request(port, "/healthz")[0] == 200
-        result = asyncio.run(asyncio.wait_for(crawl_many(port, GUESTS), timeout=60))
-    finally:
-        proc.terminate()
-        proc.wait(30)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+    settings = {"listen": ["127.0.0.1:0"], "admin_listen": None, "store": str(store_path),
+                "access_log": "off", "burst": 300}  # fmt: skip
+    with serve_process(tmp_path / "serve.json", settings) as served:
+        assert http_request(served.port, "/healthz")[0] == 200
+        result = asyncio.run(asyncio.wait_for(crawl_many(served.port, GUESTS), timeout=60))
     print(
         f"\nboot storm: {GUESTS} guests x {len(CRAWL_PATHS)} requests = {result.requests} in "
         f"{result.seconds:.2f} s ({result.rate:.0f} req/s); registration {registered:.1f} s"

@@ -24,7 +24,13 @@ import pytest
 from configdrive.service.config import ServiceConfig
 from configdrive.service.registry import Registry
 from configdrive.service.store import Store, open_store
-from configdrive.service.testing import ServerThread, guest_ip, guest_spec, http_request
+from configdrive.service.testing import (
+    ServerThread,
+    guest_ip,
+    guest_spec,
+    http_request,
+    serve_process,
+)
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -269,51 +275,25 @@ def test_change_reaches_every_server_within_the_poll_interval(store_url: str) ->
 
 
 def test_serve_cli_starts_and_stops_gracefully(tmp_path: Path) -> None:
-    config = tmp_path / "serve.yaml"
-    config.write_text(
-        json.dumps(
-            {
-                "listen": ["127.0.0.1:0"],
-                "admin_listen": "127.0.0.1:0",
-                "store": str(tmp_path / "md.db"),
-                "access_log": str(tmp_path / "access.log"),
-            }
-        )
-    )
+    settings = {"listen": ["127.0.0.1:0"], "admin_listen": "127.0.0.1:0",
+                "store": str(tmp_path / "md.db"), "access_log": str(tmp_path / "access.log")}  # fmt: skip
     env = {**os.environ, "CONFIGDRIVE_ADMIN_TOKEN": "tok"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "configdrive.cli.service", "serve", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        assert proc.stdout is not None
-        state = json.loads(proc.stdout.readline())
-        port = int(state["listen"][0].rsplit(":", 1)[1])
-        assert http_request(port, "/healthz")[0] == 200
+    with serve_process(tmp_path / "serve.json", settings, admin_token="tok") as served:
+        assert http_request(served.port, "/healthz")[0] == 200
         spec = tmp_path / "guest.json"
         spec.write_text(json.dumps(guest_spec(0)))
         registered = subprocess.run(
             [sys.executable, "-m", "configdrive.cli.service", "register", "--spec", str(spec),
-             "--url", f"http://{state['admin']}"],
+             "--url", f"http://{served.state['admin']}"],
             env=env, capture_output=True, text=True, check=False,
         )  # fmt: skip
         assert registered.returncode == 0, registered.stderr
         assert (
-            http_request(port, "/latest/meta-data/local-ipv4", source=guest_ip(0))[2]
+            http_request(served.port, "/latest/meta-data/local-ipv4", source=guest_ip(0))[2]
             == guest_ip(0).encode()
         )
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(20) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+        served.proc.send_signal(signal.SIGTERM)
+        assert served.proc.wait(20) == 0
     lines = (tmp_path / "access.log").read_text().splitlines()
     entries = [json.loads(line) for line in lines]
     assert any(e["path"] == "/latest/meta-data/local-ipv4" and e["status"] == 200 for e in entries)

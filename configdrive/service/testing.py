@@ -4,6 +4,8 @@
   blocking clients (cloud-init's datasources, ``http.client``) can talk to it over loopback.
 - :func:`guest_spec` makes an instance spec whose fixed IP is a loopback address: all of
   127.0.0.0/8 reaches the host on Linux, so a client bound to 127.x.y.z *is* that guest.
+- :func:`serve_process` runs ``configdrive serve --config FILE`` as its own process, as an
+  operator would, until the block ends.
 - :func:`crawl_many` is the boot-storm load: N guests, each crawling its whole tree at once
   from its own source address, counting every non-200 as an error.
 """
@@ -11,12 +13,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from configdrive.service.config import ServiceConfig
@@ -24,6 +31,8 @@ from configdrive.service.server import Running, start
 from configdrive.service.store import Store
 
 __all__ = [
+    "ServeProcess",
+    "serve_process",
     "CrawlResult",
     "ServerThread",
     "crawl_many",
@@ -133,6 +142,52 @@ class ServerThread:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(10)
             self.loop.close()
+
+
+@dataclass
+class ServeProcess:
+    """A running ``configdrive serve`` process and the state its ready line announced."""
+
+    proc: subprocess.Popen[str]
+    state: dict[str, Any]
+
+    @property
+    def port(self) -> int:
+        """The first metadata listener's port."""
+        return int(str(self.state["listen"][0]).rsplit(":", 1)[1])
+
+
+@contextlib.contextmanager
+def serve_process(
+    config: Path, settings: Mapping[str, Any], *, admin_token: str = ""
+) -> Iterator[ServeProcess]:
+    """Write ``settings`` to ``config`` (JSON), start ``configdrive serve --config`` with the
+    admin token in its environment, wait for its ready line; stop it when the block ends."""
+    config.write_text(json.dumps(dict(settings)))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "configdrive.cli.service", "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "CONFIGDRIVE_ADMIN_TOKEN": admin_token},
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"configdrive serve failed: {proc.stderr.read()[-2000:]}")
+        yield ServeProcess(proc, json.loads(line))
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
 
 
 # --------------------------------------------------------------------------------------------
