@@ -49,6 +49,8 @@ def _config(args: argparse.Namespace) -> ServiceConfig:
         changes["proxy_addresses"] = tuple(args.proxy_address)
     if args.poll_interval is not None:
         changes["poll_interval"] = args.poll_interval
+    if getattr(args, "workers", None) is not None:
+        changes["workers"] = args.workers
     # secrets come from the file or the environment, never from argv (visible in ps)
     for env, key in (
         ("CONFIGDRIVE_ADMIN_TOKEN", "admin_token"),
@@ -58,11 +60,9 @@ def _config(args: argparse.Namespace) -> ServiceConfig:
             changes[key] = os.environ[env]
     if not changes:
         return config
-    merged = {k: getattr(config, k) for k in config.__dataclass_fields__ if k != "proxy_networks"}
-    merged.update(changes)
-    return config_from_mapping(
-        {k: list(v) if isinstance(v, tuple) else v for k, v in merged.items()}
-    )
+    merged = config.to_mapping()
+    merged.update({k: list(v) if isinstance(v, tuple) else v for k, v in changes.items()})
+    return config_from_mapping(merged)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -70,7 +70,24 @@ def _serve(args: argparse.Namespace) -> int:
 
     config = _config(args)
     if args.check:
-        print(json.dumps({"ok": True, "listen": list(config.listen), "mode": config.mode}))
+        print(
+            json.dumps(
+                {
+                    "ok": True,
+                    "listen": list(config.listen),
+                    "mode": config.mode,
+                    "workers": config.workers,
+                }
+            )
+        )
+        return EXIT_OK
+    if config.workers > 1:
+        from configdrive.service.supervisor import Supervisor
+
+        def all_ready(state: dict[str, Any]) -> None:
+            print(json.dumps({"ready": True, **state}), flush=True)
+
+        Supervisor(config).run(ready=all_ready)
         return EXIT_OK
 
     def ready(running: Running) -> None:
@@ -80,6 +97,7 @@ def _serve(args: argparse.Namespace) -> int:
             "ready": True,
             "listen": listen,
             "admin": f"{admin[0]}:{admin[1]}" if admin else None,
+            "workers": [os.getpid()],
         }
         print(json.dumps(state), flush=True)
 
@@ -357,6 +375,13 @@ def register(sub: Any) -> None:
         "--proxy-address", action="append", metavar="CIDR", help="trusted proxy (proxy mode)"
     )
     s.add_argument("--poll-interval", type=float, metavar="S", help="store poll period")
+    s.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="server processes sharing the listeners through SO_REUSEPORT (default 1; one per "
+        "core for boot storms); the admin API runs in the first",
+    )
     s.add_argument("--access-log", metavar="DEST", help='"-" (stderr), "off" or a file')
     s.add_argument("--check", action="store_true", help="validate the settings and exit")
     s.set_defaults(handler=_serve)

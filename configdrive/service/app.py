@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -285,13 +286,15 @@ def _xff_count(values: list[str]) -> int:
 
 
 class JSONAccessLogger(AbstractAccessLogger):
-    """One JSON object per request: time, peer, instance, method, path, status, bytes, ms."""
+    """One JSON object per request: time, serving process, peer, instance, method, path,
+    status, bytes, ms."""
 
     def log(self, request: BaseRequest, response: web.StreamResponse, time_: float) -> None:
         transport = request.transport
         peer = transport.get_extra_info("peername") if transport is not None else None
         record: dict[str, Any] = {
             "ts": round(time.time(), 3),
+            "pid": os.getpid(),
             "peer": peer[0] if peer else None,
             "instance": request.get(INSTANCE_KEY),
             "method": request.method,

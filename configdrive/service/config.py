@@ -16,6 +16,7 @@ Example (every key optional)::
     burst: 300                          # per-instance burst allowance
     access_log: "-"                     # "-" stderr, "off", or a file (JSON lines)
     shutdown_timeout: 10                # seconds to finish in-flight requests
+    workers: 1                          # server processes sharing the listeners (SO_REUSEPORT)
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ from typing import Any
 from configdrive.errors import SpecError
 from configdrive.spec import parse_spec_text, read_input
 
-__all__ = ["Mode", "ServiceConfig", "load_config", "parse_listen"]
+__all__ = ["Mode", "ServiceConfig", "config_from_mapping", "load_config", "parse_listen"]
 
 Mode = str  # "direct" | "proxy"
 MODES = ("direct", "proxy")
+MAX_WORKERS = 64
 
 
 def parse_listen(text: str, field_name: str = "listen") -> tuple[str, int]:
@@ -62,6 +64,7 @@ class ServiceConfig:
     access_log: str = "-"
     shutdown_timeout: float = 10.0
     backlog: int = 4096
+    workers: int = 1
     proxy_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
         default=(), init=False, repr=False
     )
@@ -75,6 +78,8 @@ class ServiceConfig:
             parse_listen(self.admin_listen, "admin_listen")
         if self.poll_interval <= 0:
             raise SpecError("poll_interval", "must be a positive number of seconds")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise SpecError("workers", f"must be between 1 and {MAX_WORKERS}")
         if self.burst < 1:
             raise SpecError("burst", "must be at least 1")
         if "/" in self.nocloud_prefix.strip("/") or not self.nocloud_prefix.strip("/"):
@@ -99,10 +104,18 @@ class ServiceConfig:
     def with_(self, **changes: Any) -> ServiceConfig:
         return replace(self, **changes)
 
+    def to_mapping(self) -> dict[str, Any]:
+        """The settings as a config file would hold them (``config_from_mapping`` reads it)."""
+        return {
+            f.name: list(value) if isinstance(value := getattr(self, f.name), tuple) else value
+            for f in fields(self)
+            if f.init
+        }
+
 
 _TUPLES = {"listen", "proxy_addresses"}
 _FLOATS = {"poll_interval", "rate", "shutdown_timeout"}
-_INTS = {"burst", "backlog"}
+_INTS = {"burst", "backlog", "workers"}
 
 
 def config_from_mapping(data: dict[str, Any]) -> ServiceConfig:

@@ -28,10 +28,21 @@ from configdrive.service.registry import Registry
 from configdrive.service.security import RateLimiter, TokenSigner
 from configdrive.service.store import Store, open_store
 
-__all__ = ["Running", "build_service", "serve", "start"]
+__all__ = ["Running", "build_service", "prepare_store", "run", "serve", "start"]
 
 log = logging.getLogger("configdrive.service")
 TOKEN_KEY_SETTING = "imdsv2_token_key"
+
+
+def prepare_store(config: ServiceConfig) -> None:
+    """Open the store once (creating its schema and the shared IMDSv2 key) and close it: what
+    a supervisor does before it starts workers that would otherwise race to create them."""
+    store = open_store(config.store)
+    try:
+        if not config.token_key:
+            store.setting(TOKEN_KEY_SETTING, lambda: secrets.token_hex(32))
+    finally:
+        store.close()
 
 
 def build_service(config: ServiceConfig, store: Store | None = None) -> MetadataService:
@@ -114,8 +125,14 @@ def _bound(runner: web.AppRunner) -> list[tuple[str, int]]:
     return out
 
 
-async def start(config: ServiceConfig, store: Store | None = None) -> Running:
-    """Start listening (port 0 picks a free port; see ``Running.addresses``)."""
+async def start(
+    config: ServiceConfig, store: Store | None = None, *, reuse_port: bool = False
+) -> Running:
+    """Start listening (port 0 picks a free port; see ``Running.addresses``).
+
+    ``reuse_port`` sets SO_REUSEPORT on the metadata listeners, so that several processes
+    bound to the same port share its connections (see :mod:`configdrive.service.supervisor`).
+    """
     service = await asyncio.to_thread(build_service, config, store)
     access = _access_logger(config)
     runner = web.AppRunner(
@@ -130,7 +147,8 @@ async def start(config: ServiceConfig, store: Store | None = None) -> Running:
     await runner.setup()
     for text in config.listen:
         host, port = parse_listen(text)
-        await web.TCPSite(runner, host, port, backlog=config.backlog).start()
+        site = web.TCPSite(runner, host, port, backlog=config.backlog, reuse_port=reuse_port)
+        await site.start()
     runners = [runner]
     admin_address = None
     if config.admin_listen and config.admin_token:
@@ -151,9 +169,14 @@ async def start(config: ServiceConfig, store: Store | None = None) -> Running:
     return Running(service, runners, _bound(runner), admin_address, poller)
 
 
-async def serve(config: ServiceConfig, *, ready: Callable[[Running], None] | None = None) -> None:
+async def serve(
+    config: ServiceConfig,
+    *,
+    ready: Callable[[Running], None] | None = None,
+    reuse_port: bool = False,
+) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
-    running = await start(config)
+    running = await start(config, reuse_port=reuse_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -175,11 +198,17 @@ async def serve(config: ServiceConfig, *, ready: Callable[[Running], None] | Non
         await running.stop()
 
 
-def run(config: ServiceConfig, *, ready: Callable[[Running], None] | None = None) -> None:
+def run(
+    config: ServiceConfig,
+    *,
+    ready: Callable[[Running], None] | None = None,
+    reuse_port: bool = False,
+) -> None:
     """Blocking entry point (uvloop when installed)."""
+    main = serve(config, ready=ready, reuse_port=reuse_port)
     try:
         import uvloop
-
-        uvloop.run(serve(config, ready=ready))
     except ImportError:
-        asyncio.run(serve(config, ready=ready))
+        asyncio.run(main)
+    else:
+        uvloop.run(main)

@@ -165,7 +165,7 @@ def serve_process(
     admin token in its environment, wait for its ready line; stop it when the block ends."""
     config.write_text(json.dumps(dict(settings)))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "configdrive.cli.service", "serve", "--config", str(config)],
+        [sys.executable, "-m", "configdrive", "serve", "--config", str(config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -1,0 +1,182 @@
+"""`configdrive serve --workers N`: several processes on one port (SO_REUSEPORT), supervised.
+
+Each test runs the real CLI as its own process tree and talks to it over loopback as guests
+would (each guest its own 127.x source address). Which worker answered is read from the
+access log's ``pid`` field, written by the workers themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from configdrive.service.testing import guest_ip, guest_spec, http_request, serve_process
+
+TOKEN = "admin-token"
+
+
+def _settings(tmp_path: Path, **extra: Any) -> dict[str, Any]:
+    return {
+        "listen": ["127.0.0.1:0"],
+        "admin_listen": "127.0.0.1:0",
+        "store": str(tmp_path / "md.db"),
+        "access_log": str(tmp_path / "access.log"),
+        "poll_interval": 0.2,
+        "workers": 2,
+        **extra,
+    }
+
+
+def _admin(address: str, method: str, path: str, body: Any = None) -> int:
+    host, port = address.rsplit(":", 1)
+    status, _, _ = http_request(
+        int(port),
+        path,
+        method=method,
+        host=host,
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        body=None if body is None else json.dumps(body).encode(),
+    )
+    return status
+
+
+def _wait(check: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _pids_in_log(log: Path, path: str) -> set[int]:
+    entries = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return {e["pid"] for e in entries if e["path"] == path and e["status"] == 200}
+
+
+def test_workers_share_the_port_and_serve_what_worker_0_registered(tmp_path: Path) -> None:
+    with serve_process(tmp_path / "serve.json", _settings(tmp_path), admin_token=TOKEN) as served:
+        workers = served.state["workers"]
+        assert len(workers) == 2 and len(set(workers)) == 2
+        assert served.proc.pid not in workers
+        ip = guest_ip(3)
+        assert (
+            _admin(served.state["admin"], "POST", "/v1/instances", {"spec": guest_spec(3)}) == 201
+        )
+
+        # every worker loads the change from the store within the poll interval: after that,
+        # each new connection (whichever worker the kernel hands it to) sees the instance
+        def everyone_knows() -> bool:
+            return all(
+                http_request(served.port, "/latest/meta-data/local-ipv4", source=ip)[0] == 200
+                for _ in range(20)
+            )
+
+        _wait(everyone_knows, 5)
+        answers = [
+            http_request(served.port, "/latest/meta-data/local-ipv4", source=ip) for _ in range(60)
+        ]
+        assert {(status, body) for status, _, body in answers} == {(200, ip.encode())}
+        # the kernel spread those connections over both workers
+        assert _pids_in_log(tmp_path / "access.log", "/latest/meta-data/local-ipv4") == set(workers)
+
+        # an IMDSv2 token minted by one worker is accepted by the other
+        status, _, token = http_request(
+            served.port, "/latest/api/token", method="PUT", source=ip,
+            headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"},
+        )  # fmt: skip
+        assert status == 200
+        for _ in range(30):
+            status, _, body = http_request(
+                served.port, "/latest/meta-data/instance-id", source=ip,
+                headers={"X-aws-ec2-metadata-token": token.decode()},
+            )  # fmt: skip
+            assert status == 200
+        assert _pids_in_log(tmp_path / "access.log", "/latest/meta-data/instance-id") == set(
+            workers
+        )
+
+        served.proc.send_signal(signal.SIGTERM)
+        assert served.proc.wait(30) == 0
+        _wait(lambda: not any(_alive(pid) for pid in workers), 10)
+
+
+def test_a_killed_worker_is_replaced_while_the_other_keeps_serving(tmp_path: Path) -> None:
+    with serve_process(tmp_path / "serve.json", _settings(tmp_path, admin_listen=None)) as served:
+        victim = served.state["workers"][1]
+        os.kill(victim, signal.SIGKILL)
+        # reaped by the supervisor, so every thread is gone and the listener closed (a killed
+        # process shows as a zombie while its other threads still hold its files)
+        _wait(lambda: not Path(f"/proc/{victim}").exists(), 10)
+        # once its listener has left the port's group (connections already queued on it are
+        # reset, see docs/service.md on tcp_migrate_req), no request fails
+        # while the replacement starts: the survivor takes every connection
+        began = time.monotonic()
+        statuses = []
+        while time.monotonic() - began < 3:
+            statuses.append(http_request(served.port, "/healthz")[0])
+        assert set(statuses) == {200}
+
+        def replaced() -> bool:
+            for _ in range(20):
+                http_request(served.port, "/healthz")
+            pids = _pids_in_log(tmp_path / "access.log", "/healthz")
+            return len(pids - {victim, served.state["workers"][0]}) == 1
+
+        _wait(replaced, 20)
+        assert served.proc.poll() is None
+
+
+def test_workers_exit_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    with serve_process(tmp_path / "serve.json", _settings(tmp_path, admin_listen=None)) as served:
+        workers = served.state["workers"]
+        served.proc.kill()
+        served.proc.wait(10)
+        _wait(lambda: not any(_alive(pid) for pid in workers), 10)
+        # nothing listens on the port any more
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", served.port)) != 0
+
+
+def _serve(tmp_path: Path, settings: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    config = tmp_path / "bad.json"
+    config.write_text(json.dumps(settings))
+    return subprocess.run(
+        [sys.executable, "-m", "configdrive", "serve", "--config", str(config)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_a_taken_port_fails_the_start_with_one_error_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:  # a plain listener, no SO_REUSEPORT: the port is not shared
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = _serve(tmp_path, _settings(tmp_path, listen=[f"127.0.0.1:{port}"]))
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert f"error: cannot bind 127.0.0.1:{port}" in done.stderr
+
+
+def test_worker_count_is_checked(tmp_path: Path) -> None:
+    for bad in (0, 65):
+        done = _serve(tmp_path, _settings(tmp_path, workers=bad))
+        assert done.returncode == 2
+        assert "error: workers: must be between 1 and 64" in done.stderr
