@@ -1,22 +1,24 @@
 #!/usr/bin/env python3
 """Benchmark: the metadata server (`configdrive serve`) against nginx serving the same bytes.
 
-On loopback, in one run, interleaved (ours, nginx x1, nginx auto, ours, …):
+On loopback, in one run, interleaved (ours x1, ours xN, nginx x1, nginx auto, ours x1, …):
 
-- **ours**: `configdrive serve --config FILE` as its own process (one process, aiohttp +
-  uvloop), direct mode, access log off, **per-instance rate limit off** (`rate: 0`), one
-  instance registered with the fixed IP 127.0.0.1 so wrk's requests from 127.0.0.1 are that
-  instance's.
+- **ours**: `configdrive serve --config FILE` as its own process tree (aiohttp + uvloop),
+  direct mode, access log off, **per-instance rate limit off** (`rate: 0`), one instance
+  registered with the fixed IP 127.0.0.1 so wrk's requests from 127.0.0.1 are that
+  instance's. Twice: one process (`workers: 1`) and one worker per core (`workers: N`,
+  SO_REUSEPORT).
 - **nginx**: its own prefix and config, `daemon off`, access_log off, on a loopback port,
   serving as static files the bytes fetched from our server first. Once with
-  `worker_processes 1` (same process count as ours: the fair comparison) and once with
-  `worker_processes auto`, both labelled.
+  `worker_processes 1` and once with `worker_processes auto` (one per core): each compares
+  with ours at the same process count.
 
 Paths: `/openstack/latest/meta_data.json` and the EC2 leaf `/latest/meta-data/instance-id`.
 Load: `wrk -t2 -cC -dD --latency` at 64 and 256 connections; req/s, p50, p99, the ratio
-ours / nginx and whether the issue's targets are met (>= 0.35x nginx's req/s, p99 < 10 ms at
-256 connections). Then the 1,000-instance boot storm (`crawl_many`: every guest crawls its
-whole tree at once from its own address) against a server with the default rate limit.
+ours / nginx at the same process count and whether the issue's targets are met (>= 0.35x
+nginx's req/s, p99 < 10 ms at 256 connections). Then the 1,000-instance boot storm
+(`crawl_many`: every guest crawls its whole tree at once from its own address) against each
+of our two set-ups with the default rate limit.
 
 Writes bench/results/service_http.json (or --output).
 Usage: bench/service_http.py [--duration S] [--rounds N] [--connections 64,256] [--quick]
@@ -60,6 +62,8 @@ PATHS = ("/openstack/latest/meta_data.json", "/latest/meta-data/instance-id")
 TARGET_RATIO = 0.35
 TARGET_P99_MS = 10.0
 TARGET_P99_CONNECTIONS = 256
+# each of our set-ups against nginx with the same number of processes
+PAIRS = {"ours": "nginx_1", "ours_workers": "nginx_auto"}
 BENCH_INDEX = 1_000_000  # the wrk instance's spec index (uuid, mac): apart from the guests'
 
 # wrk keeps its fast path (no request()/response() hooks); done() reports exact numbers
@@ -391,19 +395,27 @@ def main() -> int:
         root = work / "www"
         root.mkdir()
         auto = "auto"
+        cores = os.cpu_count() or 1
         labels = {
-            "ours": "configdrive serve (1 process, rate limit off)",
+            "ours": "configdrive serve, workers 1 (one process, rate limit off)",
+            "ours_workers": f"configdrive serve, workers {cores} (one per core, SO_REUSEPORT, "
+            "rate limit off)",
             "nginx_1": "nginx, worker_processes 1 (same process count as ours)",
-            "nginx_auto": f"nginx, worker_processes auto ({os.cpu_count()} here)",
+            "nginx_auto": f"nginx, worker_processes auto ({cores} here; same count as "
+            "ours_workers)",
         }
         raw: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = {
             p: {str(c): {k: [] for k in labels} for c in conns} for p in PATHS
         }
         responses: dict[str, dict[str, Any]] = {}
-        with ours(work, store, "bench", rate=0) as our_port:
+        with (
+            ours(work, store, "bench", rate=0) as our_port,
+            ours(work, store, "bench-workers", rate=0, workers=cores) as workers_port,
+        ):
             served = copy_bytes(our_port, root)
             with nginx(nginx_bin, work, root, "1") as n1, nginx(nginx_bin, work, root, auto) as na:
-                ports = {"ours": our_port, "nginx_1": n1, "nginx_auto": na}
+                ports = {"ours": our_port, "ours_workers": workers_port, "nginx_1": n1,
+                         "nginx_auto": na}  # fmt: skip
                 for path in PATHS:
                     responses[path] = {k: check_same(p, path, served[path])
                                        for k, p in ports.items()}  # fmt: skip
@@ -419,7 +431,7 @@ def main() -> int:
                                 )
                                 raw[path][str(c)][key].append(res)
                                 print(
-                                    f"  round {rnd + 1}/{args.rounds} c={c:<4} {key:<10} "
+                                    f"  round {rnd + 1}/{args.rounds} c={c:<4} {key:<12} "
                                     f"{path:<34} {res['rps']:>9.0f} req/s  "
                                     f"p50 {res['p50_ms']:.2f} ms  p99 {res['p99_ms']:.2f} ms"
                                     + (f"  errors {res['errors']}" if res["errors"] else "")
@@ -428,12 +440,24 @@ def main() -> int:
                                 )
 
         # the boot storm: an operator's default settings (rate limit on: 50/s, burst 300)
-        with ours(work, store, "storm") as storm_port:
-            if http_request(storm_port, "/healthz")[0] != 200:
-                raise RuntimeError("storm server not healthy")
-            storm_other = OtherLoad()
-            storm = asyncio.run(asyncio.wait_for(crawl_many(storm_port, args.guests), 120))
-            storm_other_cores = storm_other.cores()
+        storms = {}
+        for key, workers in (("ours", 1), ("ours_workers", cores)):
+            with ours(work, store, f"storm-{key}", workers=workers) as storm_port:
+                if http_request(storm_port, "/healthz")[0] != 200:
+                    raise RuntimeError("storm server not healthy")
+                storm_other = OtherLoad()
+                storm = asyncio.run(asyncio.wait_for(crawl_many(storm_port, args.guests), 120))
+                storms[key] = {
+                    "workers": workers,
+                    "guests": storm.guests,
+                    "requests_per_guest": len(CRAWL_PATHS),
+                    "requests": storm.requests,
+                    "errors": len(storm.errors),
+                    "first_errors": storm.errors[:5],
+                    "seconds": round(storm.seconds, 3),
+                    "req_per_s": round(storm.rate, 1),
+                    "other_cores": round(storm_other.cores(), 3),
+                }
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -443,15 +467,16 @@ def main() -> int:
         results[path] = {}
         for c in conns:
             cell: dict[str, Any] = {k: summarise(v) for k, v in raw[path][str(c)].items()}
-            ratio = {
-                k: round(cell["ours"]["rps"] / cell[k]["rps"], 3) for k in ("nginx_1", "nginx_auto")
-            }
-            for k, value in ratio.items():
-                cell[f"ratio_ours_over_{k}"] = value
+            met = {}
+            for mine, theirs in PAIRS.items():
+                for k in ("nginx_1", "nginx_auto"):
+                    cell[f"ratio_{mine}_over_{k}"] = round(cell[mine]["rps"] / cell[k]["rps"], 3)
+                met[f"{mine}_throughput_vs_{theirs}_met"] = (
+                    cell[f"ratio_{mine}_over_{theirs}"] >= TARGET_RATIO
+                )
+                if c == TARGET_P99_CONNECTIONS:
+                    met[f"{mine}_p99_under_10ms_met"] = cell[mine]["p99_ms"] < TARGET_P99_MS
             results[path][str(c)] = cell
-            met = {f"throughput_vs_{k}_met": v >= TARGET_RATIO for k, v in ratio.items()}
-            if c == TARGET_P99_CONNECTIONS:
-                met["p99_under_10ms_met"] = cell["ours"]["p99_ms"] < TARGET_P99_MS
             targets[f"{path} c={c}"] = met
     report = {
         "benchmark": "metadata service vs nginx on loopback (wrk), and the boot storm",
@@ -470,12 +495,13 @@ def main() -> int:
             "connections": conns,
             "duration_s": args.duration,
             "rounds": args.rounds,
-            "order": "interleaved: per round, per connections, per path: ours, nginx_1, "
-            "nginx_auto; figures are the median over rounds",
+            "order": "interleaved: per round, per connections, per path: ours, ours_workers, "
+            "nginx_1, nginx_auto; figures are the median over rounds",
+            "pairs": PAIRS,
             "servers": labels,
             "ours": "configdrive serve --config FILE (subprocess), direct mode, access_log off, "
             "rate 0 (per-instance rate limit OFF for the throughput runs); the wrk instance is "
-            "registered with fixed IP 127.0.0.1",
+            f"registered with fixed IP 127.0.0.1; workers 1 (ours) and {cores} (ours_workers)",
             "nginx": "own prefix/conf, daemon off, access_log off, sendfile on, "
             "keepalive_requests 10000000, static files holding the bytes our server served",
             "meta_data_json": "our server renders a fresh random_seed into every "
@@ -499,21 +525,15 @@ def main() -> int:
         "runs": raw,
         "targets": {
             "throughput_ratio_min": TARGET_RATIO,
+            "throughput_compared_with": "nginx with the same process count (pairs)",
             "p99_ms_max_at_256": TARGET_P99_MS,
             "met": targets,
         },
         "boot_storm": {
-            "guests": storm.guests,
-            "requests_per_guest": len(CRAWL_PATHS),
-            "requests": storm.requests,
-            "errors": len(storm.errors),
-            "first_errors": storm.errors[:5],
-            "seconds": round(storm.seconds, 3),
-            "req_per_s": round(storm.rate, 1),
-            "server": "configdrive serve, default rate limit (rate 50/s, burst 300), "
+            "server": "configdrive serve, default rate limit (rate 50/s, burst 300 per worker), "
             "access_log off; crawlers in the benchmark process (one asyncio loop)",
             "registration_s": round(registered, 2),
-            "other_cores": round(storm_other_cores, 3),
+            **storms,
         },
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -528,28 +548,30 @@ def main() -> int:
 def print_table(report: dict[str, Any], conns: list[int]) -> None:
     print(f"metadata service vs nginx, loopback, wrk, median of {report['setup']['rounds']} "
           f"round(s) of {report['setup']['duration_s']:g} s")  # fmt: skip
-    print(f"{'path':<34} {'conns':>5} {'server':<11} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7}")
+    print(f"{'path':<34} {'conns':>5} {'server':<13} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7}")
     for path, by_conn in report["results"].items():
         for c in conns:
             cell = by_conn[str(c)]
-            for key in ("ours", "nginx_1", "nginx_auto"):
+            for key in report["setup"]["servers"]:
                 r = cell[key]
                 err = f"  errors {r['errors']}" if r["errors"] else ""
-                print(f"{path:<34} {c:>5} {key:<11} {r['rps']:>9.0f} {r['p50_ms']:>7.2f} "
+                print(f"{path:<34} {c:>5} {key:<13} {r['rps']:>9.0f} {r['p50_ms']:>7.2f} "
                       f"{r['p99_ms']:>7.2f}{err}")  # fmt: skip
-            print(f"{'':<34} {'':>5} ours/nginx_1 {cell['ratio_ours_over_nginx_1']:.3f}x, "
-                  f"ours/nginx_auto {cell['ratio_ours_over_nginx_auto']:.3f}x")  # fmt: skip
-    print(f"targets: ours >= {TARGET_RATIO}x nginx req/s; ours p99 < {TARGET_P99_MS:g} ms at "
-          f"{TARGET_P99_CONNECTIONS} connections")  # fmt: skip
+            print(f"{'':<34} {'':>5} " + ", ".join(
+                f"{mine}/{theirs} {cell[f'ratio_{mine}_over_{theirs}']:.3f}x"
+                for mine, theirs in PAIRS.items()))  # fmt: skip
+    print(f"targets: ours >= {TARGET_RATIO}x nginx req/s (same process count); p99 < "
+          f"{TARGET_P99_MS:g} ms at {TARGET_P99_CONNECTIONS} connections")  # fmt: skip
     for name, met in report["targets"]["met"].items():
         print(f"  {name}: " + ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in met.items()))
     if report["max_other_cores"] > 0.1:
         print(f"WARNING: other processes used up to {report['max_other_cores']:.2f} cores during "
               "a run: the numbers are disturbed (see other_cores in the JSON)")  # fmt: skip
-    s = report["boot_storm"]
-    print(f"boot storm: {s['guests']} guests x {s['requests_per_guest']} requests = "
-          f"{s['requests']} in {s['seconds']:.2f} s ({s['req_per_s']:.0f} req/s), "
-          f"{s['errors']} errors")  # fmt: skip
+    for key in PAIRS:
+        s = report["boot_storm"][key]
+        print(f"boot storm ({key}, workers {s['workers']}): {s['guests']} guests x "
+              f"{s['requests_per_guest']} requests = {s['requests']} in {s['seconds']:.2f} s "
+              f"({s['req_per_s']:.0f} req/s), {s['errors']} errors")  # fmt: skip
     print("(rate limit off for the wrk runs; default 50/s burst 300 for the storm)")
 
 

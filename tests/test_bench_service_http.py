@@ -30,12 +30,16 @@ def test_quick_run_writes_results(tmp_path: Path, tool: Callable[[str], str]) ->
     assert set(report["versions"]) >= {"wrk", "nginx", "aiohttp", "python"}
     for path, by_conn in report["results"].items():
         cell = by_conn["16"]
-        for server in ("ours", "nginx_1", "nginx_auto"):
+        for server in ("ours", "ours_workers", "nginx_1", "nginx_auto"):
             assert cell[server]["rps"] > 0, (path, server)
             assert cell[server]["errors"] == 0, (path, server)
         assert cell["ratio_ours_over_nginx_1"] > 0
+        assert cell["ratio_ours_workers_over_nginx_auto"] > 0
     for served in report["responses"].values():  # nginx serves the bytes ours served
+        assert set(served) == {"ours", "ours_workers", "nginx_1", "nginx_auto"}
         assert len({r["bytes"] for r in served.values()}) == 1
-    storm = report["boot_storm"]
-    assert storm["errors"] == 0
-    assert storm["requests"] == storm["guests"] * storm["requests_per_guest"]
+    for key in ("ours", "ours_workers"):
+        storm = report["boot_storm"][key]
+        assert storm["errors"] == 0, storm["first_errors"]
+        assert storm["requests"] == storm["guests"] * storm["requests_per_guest"]
+    assert report["boot_storm"]["ours_workers"]["workers"] >= 2

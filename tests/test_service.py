@@ -6,6 +6,7 @@ Guests are loopback addresses (127.1.0.x): a client bound to one *is* that guest
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import socket
 from collections.abc import Iterator
@@ -378,6 +379,27 @@ def test_admin_api(server: ServerThread) -> None:
     assert server.admin("DELETE", f"/v1/instances/{uuid}")[0] == 204
     assert server.admin("DELETE", f"/v1/instances/{uuid}")[0] == 404
     assert get(server, "/latest/meta-data/hostname", ip)[0] == 404
+
+
+def test_head_answers_like_get_without_a_body(server: ServerThread) -> None:
+    """One keep-alive connection: HEAD, GET, HEAD. HEAD has GET's status and headers (length
+    included) and no body, and the connection stays usable after it."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, source_address=(A, 0))
+    try:
+        seen = []
+        for method in ("HEAD", "GET", "HEAD"):
+            conn.request(method, "/latest/meta-data/instance-id")
+            resp = conn.getresponse()
+            headers = {k.lower(): v for k, v in resp.getheaders() if k.lower() != "date"}
+            seen.append((method, resp.status, headers, resp.read()))
+    finally:
+        conn.close()
+    (_, s1, h1, b1), (_, s2, h2, b2), (_, s3, h3, b3) = seen
+    assert s1 == s2 == s3 == 200
+    assert b2.startswith(b"i-") and len(b2) > 2
+    assert b1 == b3 == b""
+    assert h1 == h2 == h3
+    assert h1["content-length"] == str(len(b2))
 
 
 def test_health(server: ServerThread) -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from configdrive.service.admin import make_admin_app
-from configdrive.service.app import JSONAccessLogger, MetadataService, make_app
+from configdrive.service.app import JSONAccessLogger, MetadataService, make_server
 from configdrive.service.config import ServiceConfig, parse_listen
 from configdrive.service.registry import Registry
 from configdrive.service.security import RateLimiter, TokenSigner
@@ -87,7 +87,7 @@ class Running:
     """A started server: its bound addresses, and how to stop it."""
 
     service: MetadataService
-    runners: list[web.AppRunner]
+    runners: list[web.BaseRunner]
     addresses: list[tuple[str, int]]
     admin_address: tuple[str, int] | None
     poller: asyncio.Task[None]
@@ -115,7 +115,7 @@ async def _poll(service: MetadataService, interval: float) -> None:
         service.limiter.sweep()
 
 
-def _bound(runner: web.AppRunner) -> list[tuple[str, int]]:
+def _bound(runner: web.BaseRunner) -> list[tuple[str, int]]:
     out = []
     for site in runner.sites:
         server = getattr(site, "_server", None)
@@ -135,14 +135,16 @@ async def start(
     """
     service = await asyncio.to_thread(build_service, config, store)
     access = _access_logger(config)
-    runner = web.AppRunner(
-        make_app(service),
-        access_log_class=JSONAccessLogger,
-        access_log=access,
+    runner: web.BaseRunner = web.ServerRunner(
+        make_server(
+            service,
+            access_log_class=JSONAccessLogger,
+            access_log=access,
+            max_field_size=4096,
+            max_line_size=4096,
+            max_headers=64,
+        ),
         shutdown_timeout=config.shutdown_timeout,
-        max_field_size=4096,
-        max_line_size=4096,
-        max_headers=64,
     )
     await runner.setup()
     for text in config.listen:
