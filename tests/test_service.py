@@ -9,6 +9,8 @@ import base64
 import http.client
 import json
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +25,7 @@ from configdrive.render import meta_data
 from configdrive.service.config import ServiceConfig, load_config
 from configdrive.service.security import RateLimiter, TokenSigner, sign_instance_id
 from configdrive.service.testing import ServerThread, guest_ip, guest_spec, http_request
-from configdrive.service.views import Seeded, ec2_md_print, openstack_listing
+from configdrive.service.views import Seeded, SeedPool, ec2_md_print, openstack_listing
 from configdrive.spec import instance_from_mapping
 
 TTL = "X-aws-ec2-metadata-token-ttl-seconds"
@@ -95,6 +97,43 @@ def test_seeded_document_is_meta_data_with_a_fresh_seed() -> None:
     body = doc["meta_data.json"].body
     assert isinstance(body, Seeded)
     assert body.fresh(lambda n: seed[:n]) == expected
+
+
+def test_seed_pool_never_hands_out_the_same_bytes() -> None:
+    pool = SeedPool()
+    seeds = [pool(512) for _ in range(3 * SeedPool.FILL // 512 + 7)]  # across refills
+    assert all(len(s) == 512 for s in seeds)
+    assert len(set(seeds)) == len(seeds)
+    assert len(pool(SeedPool.FILL + 1)) == SeedPool.FILL + 1  # more than a buffer at once
+    # a forked child starts from a fresh buffer, not the rest of its parent's (forked in a
+    # clean interpreter of its own: this one runs server threads)
+    script = """
+import os, sys
+from configdrive.service.views import SeedPool
+pool = SeedPool()
+first = pool(512)
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.write(write, pool(512))
+    os._exit(0)
+os.close(write)
+child = b""
+while len(child) < 512:
+    chunk = os.read(read, 512)
+    if not chunk:
+        break
+    child += chunk
+os.waitpid(pid, 0)
+parent = pool(512)
+sys.stdout.write(" ".join(x.hex() for x in (first, child, parent)))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    first, child, parent = (bytes.fromhex(x) for x in done.stdout.split())
+    assert len(child) == len(parent) == 512
+    assert len({first, child, parent}) == 3
 
 
 def test_openstack_listing_hides_future_versions() -> None:

@@ -100,6 +100,13 @@ def http_request(
         conn.close()
 
 
+async def _cancel_the_rest() -> None:
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 class ServerThread:
     """A running server on a daemon thread's event loop; ``stop()`` shuts it down gracefully."""
 
@@ -138,6 +145,7 @@ class ServerThread:
     def stop(self) -> None:
         try:
             self.call(self.running.stop())
+            self.call(_cancel_the_rest())  # as asyncio.run does before it closes a loop
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(10)
