@@ -3,8 +3,9 @@
 ``app`` (the guest-facing handler), ``admin`` (the registration API), ``views`` (pre-rendered
 per-instance trees from :mod:`configdrive.render`), ``security`` (tokens, signatures, rate
 limits), ``store`` (SQLite/PostgreSQL), ``registry`` (instances in memory, kept in step with the
-store), ``server`` (listeners, poller, shutdown), ``proxychain`` (nova-like forwarding hops for
-the benchmark), ``config`` (settings file).
+store), ``server`` (listeners, poller, shutdown), ``supervisor`` (N worker processes on shared
+SO_REUSEPORT listeners), ``proxychain`` (nova-like forwarding hops for the benchmark),
+``config`` (settings file).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from configdrive.service.config import ServiceConfig, load_config
 from configdrive.service.server import Running, build_service, serve, start
 from configdrive.service.store import PostgresStore, SQLiteStore, Store, open_store
+from configdrive.service.supervisor import Supervisor, WorkerError
 
 __all__ = [
     "PostgresStore",
@@ -19,6 +21,8 @@ __all__ = [
     "SQLiteStore",
     "ServiceConfig",
     "Store",
+    "Supervisor",
+    "WorkerError",
     "build_service",
     "load_config",
     "open_store",
