@@ -180,3 +180,26 @@ def test_worker_count_is_checked(tmp_path: Path) -> None:
         done = _serve(tmp_path, _settings(tmp_path, workers=bad))
         assert done.returncode == 2
         assert "error: workers: must be between 1 and 64" in done.stderr
+
+
+def test_sigterm_while_the_workers_start_stops_cleanly(tmp_path: Path) -> None:
+    config = tmp_path / "serve.json"
+    config.write_text(json.dumps(_settings(tmp_path, admin_listen=None)))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "configdrive", "serve", "--config", str(config)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    started: list[int] = []
+
+    def spawned() -> bool:
+        started[:] = [int(p) for p in children.read_text().split()]
+        return len(started) == 2
+
+    _wait(spawned, 30)
+    proc.send_signal(signal.SIGTERM)  # workers are importing, not yet listening
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "error" not in err
+    print(f"ready line before SIGTERM: {out.strip() or 'none'}")
+    assert not any(Path(f"/proc/{pid}").exists() for pid in started)

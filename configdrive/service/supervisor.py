@@ -192,8 +192,8 @@ class Supervisor:
             assert w.process.stdout is not None
             waiting[w.process.stdout.fileno()] = w
         while waiting:
-            if self._stopping:
-                raise WorkerError("stopped by a signal while the workers were starting")
+            if self._stopping:  # a signal while starting: the caller stops everything
+                return
             left = deadline - time.monotonic()
             if left <= 0:
                 raise WorkerError(
@@ -273,6 +273,8 @@ class Supervisor:
             with reserve_ports(self.config.listen) as listen:
                 try:
                     self._await_ready([self._spawn(i, listen) for i in range(self.config.workers)])
+                    if self._stopping:
+                        return
                     log.warning(
                         "serving on %s with %d workers (pids %s)",
                         ", ".join(listen),
