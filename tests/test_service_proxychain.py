@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import socket
 import time
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -105,3 +108,41 @@ def test_a_front_stands_for_one_guests_network(chain: tuple[ServerThread, Chain]
     assert hops.counts[guest_ip(5)] == before + 2  # the haproxy hop counts each guest's requests
     # the shared entry still identifies by the real peer
     assert http_request(hops.entry[1], "/latest/meta-data/local-ipv4")[0] == 404
+
+
+def test_the_guest_facing_hop_listens_where_asked(chain: tuple[ServerThread, Chain]) -> None:
+    server, _ = chain
+    hops = [HopSpec("haproxy", 0.0), HopSpec("agent", 0.0)]
+    registry = server.running.service.registry
+    upstream = server.running.addresses[0]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        wanted = probe.getsockname()[1]
+    own = server.call(
+        start_chain(upstream, hops, registry=registry, secret=SECRET, listen=("127.0.0.1", wanted))
+    )
+    try:
+        assert own.addresses[0] == ("127.0.0.1", wanted)
+        status, _, body = http_request(wanted, "/latest/meta-data/local-ipv4", source=guest_ip(2))
+        assert (status, body) == (200, guest_ip(2).encode())
+    finally:
+        server.call(own.stop())
+    # a taken port: start_chain raises and leaves no hop, session or task behind
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        async def attempt() -> int:
+            before = len(asyncio.all_tasks())
+            with pytest.raises(OSError):
+                await start_chain(
+                    upstream, hops, registry=registry, secret=SECRET, listen=("127.0.0.1", port)
+                )
+            await asyncio.sleep(0.05)
+            return len(asyncio.all_tasks()) - before
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # an unclosed ClientSession warns when collected
+            assert server.call(attempt()) == 0
+            gc.collect()

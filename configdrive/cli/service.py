@@ -231,7 +231,6 @@ async def start_proxy_chain(
     ``poll_interval`` seconds. Each of ``fronts`` (guest address, port) opens one more port on
     the haproxy hop whose requests count as coming from that guest (QEMU's user networking
     NATs every guest to 127.0.0.1)."""
-    from aiohttp import web
 
     from configdrive.service.proxychain import start_chain
     from configdrive.service.registry import Registry
@@ -241,24 +240,13 @@ async def start_proxy_chain(
     registry = Registry(store)
     try:
         await asyncio.to_thread(registry.refresh)
-        chain = await start_chain(upstream, hops, registry=registry, secret=secret)
-    except BaseException:
-        await asyncio.to_thread(store.close)
-        raise
-    try:
-        # start_chain binds every hop to a free port; serve the first hop's app on the asked
-        # address instead (the same runner, so the guest's own address is still the peer)
-        entry = chain.runners[0]
-        site = web.TCPSite(entry, listen[0], listen[1], backlog=4096)
-        await site.start()
-        for other in list(entry.sites):
-            if other is not site:
-                await other.stop()
-        server = getattr(site, "_server", None)
-        port = int(server.sockets[0].getsockname()[1]) if server else listen[1]
-        opened = [(guest, await chain.add_front(guest, front)) for guest, front in fronts or ()]
+        chain = await start_chain(upstream, hops, registry=registry, secret=secret, listen=listen)
+        try:
+            opened = [(guest, await chain.add_front(guest, port)) for guest, port in fronts or ()]
+        except BaseException:
+            await chain.stop()
+            raise
     except BaseException as exc:
-        await chain.stop()
         await asyncio.to_thread(store.close)
         if isinstance(exc, OSError):
             raise ConfigDriveError(
@@ -266,6 +254,7 @@ async def start_proxy_chain(
                 hint=f"is {listen[0]}:{listen[1]} (or a --front port) taken?",
             ) from None
         raise
+    port = chain.addresses[0][1]
     poller = asyncio.create_task(_poll_registry(registry, poll_interval))
     return _ChainRun(chain, registry, (listen[0], port), poller, opened)
 

@@ -163,8 +163,11 @@ async def start_chain(
     registry: Registry | None = None,
     secret: str = "",
     host: str = "127.0.0.1",
+    listen: tuple[str, int] | None = None,
 ) -> Chain:
-    """Start ``hops`` (guest-facing first) in front of ``server``; ports are picked freely."""
+    """Start ``hops`` (guest-facing first) in front of ``server``. The guest-facing hop
+    listens on ``listen`` when given (port 0: a free one); the others on free ports of
+    ``host``."""
     if any(h.kind == "agent" for h in hops) and (registry is None or not secret):
         raise ValueError("an agent hop needs the registry and a non-empty shared secret")
     runners: list[web.AppRunner] = []
@@ -173,22 +176,30 @@ async def start_chain(
     fronts: dict[int, str] = {}
     counts: dict[str, int] = {}
     upstream = f"http://{server[0]}:{server[1]}"
-    for spec in reversed(hops):  # start from the server side
-        session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=1024, local_addr=(host, 0)),
-            timeout=aiohttp.ClientTimeout(total=60),
-            auto_decompress=False,
-        )
-        app = _hop_app(spec, upstream, session, registry, secret, fronts, counts)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, host, 0, backlog=4096)
-        await site.start()
-        port = _bound_port(site)
-        runners.append(runner)
-        sessions.append(session)
-        addresses.append((host, port))
-        upstream = f"http://{host}:{port}"
+    try:
+        for index, spec in reversed(list(enumerate(hops))):  # start from the server side
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=1024, local_addr=(host, 0)),
+                timeout=aiohttp.ClientTimeout(total=60),
+                auto_decompress=False,
+            )
+            sessions.append(session)
+            app = _hop_app(spec, upstream, session, registry, secret, fronts, counts)
+            runner = web.AppRunner(app, access_log=None)
+            runners.append(runner)
+            await runner.setup()
+            bind = listen if index == 0 and listen is not None else (host, 0)
+            site = web.TCPSite(runner, bind[0], bind[1], backlog=4096)
+            await site.start()
+            port = _bound_port(site)
+            addresses.append((bind[0], port))
+            upstream = f"http://{bind[0]}:{port}"
+    except BaseException:  # nothing half-started stays behind (a taken port, say)
+        for session in sessions:
+            await session.close()
+        for runner in runners:
+            await runner.cleanup()
+        raise
     runners.reverse()
     sessions.reverse()
     addresses.reverse()
