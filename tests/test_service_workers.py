@@ -180,6 +180,33 @@ def test_worker_count_is_checked(tmp_path: Path) -> None:
         done = _serve(tmp_path, _settings(tmp_path, workers=bad))
         assert done.returncode == 2
         assert "error: workers: must be between 1 and 64" in done.stderr
+    done = _serve(tmp_path, _settings(tmp_path, workers="two"))
+    assert done.returncode == 2
+    assert "error: workers: must be an integer or auto" in done.stderr
+    flag = subprocess.run(
+        [sys.executable, "-m", "configdrive", "serve", "--workers", "two", "--check"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert flag.returncode == 2 and "'two' is not a number or auto" in flag.stderr
+
+
+def test_auto_is_one_worker_per_usable_core(tmp_path: Path) -> None:
+    cores = len(os.sched_getaffinity(0))
+    for argv in (["--workers", "auto"], ["--config", str(tmp_path / "auto.json")]):
+        (tmp_path / "auto.json").write_text(json.dumps({"workers": "auto"}))
+        done = subprocess.run(
+            [sys.executable, "-m", "configdrive", "serve", *argv, "--check"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["workers"] == min(cores, 64)
+    # and the CLI flag wins over the file
+    done = subprocess.run(
+        [sys.executable, "-m", "configdrive", "serve", "--config", str(tmp_path / "auto.json"),
+         "--workers", "3", "--check"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert json.loads(done.stdout)["workers"] == 3
 
 
 def test_sigterm_while_the_workers_start_stops_cleanly(tmp_path: Path) -> None:

@@ -65,6 +65,15 @@ def _config(args: argparse.Namespace) -> ServiceConfig:
     return config_from_mapping(merged)
 
 
+def _workers(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or auto") from None
+
+
 def _serve(args: argparse.Namespace) -> int:
     from configdrive.service.server import Running, run
 
@@ -366,10 +375,10 @@ def register(sub: Any) -> None:
     s.add_argument("--poll-interval", type=float, metavar="S", help="store poll period")
     s.add_argument(
         "--workers",
-        type=int,
-        metavar="N",
-        help="server processes sharing the listeners through SO_REUSEPORT (default 1; one per "
-        "core for boot storms); the admin API runs in the first",
+        type=_workers,
+        metavar="N|auto",
+        help="server processes sharing the listeners through SO_REUSEPORT (default 1; auto: "
+        "one per core, for boot storms); the admin API runs in the first",
     )
     s.add_argument("--access-log", metavar="DEST", help='"-" (stderr), "off" or a file')
     s.add_argument("--check", action="store_true", help="validate the settings and exit")

@@ -16,12 +16,13 @@ Example (every key optional)::
     burst: 300                          # per-instance burst allowance
     access_log: "-"                     # "-" stderr, "off", or a file (JSON lines)
     shutdown_timeout: 10                # seconds to finish in-flight requests
-    workers: 1                          # server processes sharing the listeners (SO_REUSEPORT)
+    workers: 1                          # server processes on shared listeners; auto = one per core
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,15 @@ _FLOATS = {"poll_interval", "rate", "shutdown_timeout"}
 _INTS = {"burst", "backlog", "workers"}
 
 
+def auto_workers() -> int:
+    """``workers: auto``: one server process per core this process may run on."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_WORKERS))
+
+
 def config_from_mapping(data: dict[str, Any]) -> ServiceConfig:
     known = {f.name for f in fields(ServiceConfig) if f.init}
     unknown = sorted(set(data) - known)
@@ -134,9 +144,12 @@ def config_from_mapping(data: dict[str, Any]) -> ServiceConfig:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise SpecError(key, "must be a number")
             values[key] = float(value)
+        elif key == "workers" and value == "auto":
+            values[key] = auto_workers()
         elif key in _INTS:
             if isinstance(value, bool) or not isinstance(value, int):
-                raise SpecError(key, "must be an integer")
+                either = " or auto" if key == "workers" else ""
+                raise SpecError(key, f"must be an integer{either}")
             values[key] = value
         else:
             if value is not None and not isinstance(value, str):
