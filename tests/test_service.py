@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from configdrive.errors import SpecError
 from configdrive.render import meta_data
-from configdrive.service.config import ServiceConfig, load_config
+from configdrive.service.config import ServiceConfig, listen_text, load_config, parse_listen
 from configdrive.service.security import RateLimiter, TokenSigner, sign_instance_id
 from configdrive.service.testing import ServerThread, guest_ip, guest_spec, http_request
 from configdrive.service.views import Seeded, SeedPool, ec2_md_print, openstack_listing
@@ -481,6 +481,10 @@ def test_config(tmp_path: Path) -> None:
     path.write_text("lisen: 1\n")
     with pytest.raises(SpecError, match="lisen"):
         load_config(path)
+    # what a ready line prints, parse_listen reads back (IPv6 in brackets)
+    for host, port in (("127.0.0.1", 8775), ("::1", 8775), ("fe80::1", 0), ("0.0.0.0", 1)):
+        assert parse_listen(listen_text(host, port)) == (host, port)
+    assert listen_text("::1", 80) == "[::1]:80"
 
 
 def test_graceful_stop_closes_the_port(tmp_path: Path) -> None:

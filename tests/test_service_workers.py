@@ -230,3 +230,17 @@ def test_sigterm_while_the_workers_start_stops_cleanly(tmp_path: Path) -> None:
     assert "error" not in err
     print(f"ready line before SIGTERM: {out.strip() or 'none'}")
     assert not any(Path(f"/proc/{pid}").exists() for pid in started)
+
+
+def test_workers_on_an_ipv6_and_an_ipv4_listener(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, admin_listen=None, listen=["[::1]:0", "127.0.0.1:0"])
+    with serve_process(tmp_path / "serve.json", settings) as served:
+        v6, v4 = served.state["listen"]
+        assert v6.startswith("[::1]:") and v4.startswith("127.0.0.1:")
+        for _ in range(10):
+            assert (
+                http_request(int(v6.rsplit(":", 1)[1]), "/healthz", host="::1", source="::1")[0]
+                == 200
+            )
+            assert http_request(int(v4.rsplit(":", 1)[1]), "/healthz")[0] == 200
+        assert _pids_in_log(tmp_path / "access.log", "/healthz") == set(served.state["workers"])

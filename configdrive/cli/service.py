@@ -18,7 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from configdrive.cli._common import EXIT_FAIL, EXIT_OK, UsageError
 from configdrive.errors import ConfigDriveError
-from configdrive.service.config import ServiceConfig, config_from_mapping, load_config
+from configdrive.service.config import (
+    ServiceConfig,
+    config_from_mapping,
+    listen_text,
+    load_config,
+)
 from configdrive.spec import load_spec
 
 if TYPE_CHECKING:
@@ -101,11 +106,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     def ready(running: Running) -> None:
         admin = running.admin_address
-        listen = [f"{h}:{p}" for h, p in running.addresses]
+        listen = [listen_text(h, p) for h, p in running.addresses]
         state = {
             "ready": True,
             "listen": listen,
-            "admin": f"{admin[0]}:{admin[1]}" if admin else None,
+            "admin": listen_text(*admin) if admin else None,
             "workers": [os.getpid()],
         }
         print(json.dumps(state), flush=True)

@@ -30,11 +30,24 @@ from typing import Any
 from configdrive.errors import SpecError
 from configdrive.spec import parse_spec_text, read_input
 
-__all__ = ["Mode", "ServiceConfig", "config_from_mapping", "load_config", "parse_listen"]
+__all__ = [
+    "Mode",
+    "ServiceConfig",
+    "auto_workers",
+    "config_from_mapping",
+    "listen_text",
+    "load_config",
+    "parse_listen",
+]
 
 Mode = str  # "direct" | "proxy"
 MODES = ("direct", "proxy")
 MAX_WORKERS = 64
+
+
+def listen_text(host: str, port: int) -> str:
+    """(host, port) -> ``HOST:PORT``, IPv6 hosts in brackets (what :func:`parse_listen` reads)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def parse_listen(text: str, field_name: str = "listen") -> tuple[str, int]:

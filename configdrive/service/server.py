@@ -115,9 +115,10 @@ async def _poll(service: MetadataService, interval: float) -> None:
         service.limiter.sweep()
 
 
-def _bound(runner: web.BaseRunner) -> list[tuple[str, int]]:
+def _bound(sites: list[web.BaseSite]) -> list[tuple[str, int]]:
+    """The addresses ``sites`` listen on, in their order (``runner.sites`` is a set)."""
     out = []
-    for site in runner.sites:
+    for site in sites:
         server = getattr(site, "_server", None)
         for sock in getattr(server, "sockets", None) or ():
             name = sock.getsockname()
@@ -147,10 +148,12 @@ async def start(
         shutdown_timeout=config.shutdown_timeout,
     )
     await runner.setup()
+    sites: list[web.BaseSite] = []
     for text in config.listen:
         host, port = parse_listen(text)
         site = web.TCPSite(runner, host, port, backlog=config.backlog, reuse_port=reuse_port)
         await site.start()
+        sites.append(site)
     runners = [runner]
     admin_address = None
     if config.admin_listen and config.admin_token:
@@ -164,11 +167,11 @@ async def start(
         host, port = parse_listen(config.admin_listen, "admin_listen")
         await web.TCPSite(admin, host, port).start()
         runners.append(admin)
-        admin_address = _bound(admin)[0]
+        admin_address = _bound(list(admin.sites))[0]
     elif config.admin_listen:
         log.warning("admin API off: no admin_token configured")
     poller = asyncio.create_task(_poll(service, config.poll_interval))
-    return Running(service, runners, _bound(runner), admin_address, poller)
+    return Running(service, runners, _bound(sites), admin_address, poller)
 
 
 async def serve(

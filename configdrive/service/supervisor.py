@@ -46,7 +46,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from configdrive.errors import ConfigDriveError
-from configdrive.service.config import ServiceConfig, config_from_mapping, parse_listen
+from configdrive.service.config import (
+    ServiceConfig,
+    config_from_mapping,
+    listen_text,
+    parse_listen,
+)
 
 __all__ = ["Supervisor", "WorkerError", "reserve_ports", "worker_main"]
 
@@ -61,10 +66,6 @@ WORKER_ENTRY = "from configdrive.service.supervisor import worker_main; worker_m
 
 class WorkerError(ConfigDriveError):
     """A worker process could not start, or kept dying."""
-
-
-def _listen_text(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @contextlib.contextmanager
@@ -84,7 +85,7 @@ def reserve_ports(listen: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
                 sock.bind((host, port))
             except OSError as exc:
                 raise WorkerError(f"cannot bind {text}: {exc.strerror}") from None
-            resolved.append(_listen_text(host, int(sock.getsockname()[1])))
+            resolved.append(listen_text(host, int(sock.getsockname()[1])))
         yield tuple(resolved)
     finally:
         for sock in held:
@@ -124,8 +125,8 @@ def worker_main() -> None:
         report(
             {
                 "pid": os.getpid(),
-                "listen": [_listen_text(h, p) for h, p in running.addresses],
-                "admin": _listen_text(*admin) if admin else None,
+                "listen": [listen_text(h, p) for h, p in running.addresses],
+                "admin": listen_text(*admin) if admin else None,
             }
         )
 
