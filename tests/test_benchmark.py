@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -129,3 +131,68 @@ def test_bench_cli_refuses_bad_input(tmp_path: Path) -> None:
         )  # fmt: skip
         assert proc.returncode == 2 and proc.stderr.startswith("error: "), (argv, proc.stderr)
         assert not (tmp_path / "x").exists()
+
+
+def _qemu_work_dirs() -> dict[int, str]:
+    """Running QEMU processes started by a benchmark: pid -> its work directory."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if not argv[0].endswith(b"qemu-system-x86_64"):
+            continue
+        for arg in argv:
+            text = arg.decode(errors="replace")
+            if "/var/tmp/configdrive-bench-" in text:
+                start = text.index("/var/tmp/configdrive-bench-")
+                found[int(entry.name)] = "/".join(text[start:].split("/")[:4])
+                break
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a daemonized QEMU's parent is init, which may reap late)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.vm
+def test_sigterm_mid_benchmark_stops_the_guest_and_removes_the_work_dir(
+    tuned_image: object, tmp_path: Path
+) -> None:
+    before = set(_qemu_work_dirs())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "configdrive", "bench", "boot", "--modes", "drive-tuned",
+         "--runs", "1", "-o", str(tmp_path / "bench")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        guests: dict[int, str] = {}
+        while not guests and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            guests = {p: d for p, d in _qemu_work_dirs().items() if p not in before}
+        assert guests, "no guest started"
+        time.sleep(2)  # the guest is booting; the benchmark waits for its report
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err[-2000:]
+    assert err.rstrip().endswith("error: terminated"), err[-2000:]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(_running(p) for p in guests):
+        time.sleep(0.2)
+    assert not any(_running(p) for p in guests), "the guest outlived the run"
+    assert all(d.startswith("/var/tmp/configdrive-bench-") for d in guests.values()), guests
+    assert not any(Path(d).exists() for d in guests.values()), "the work directory is left"
+    assert not (tmp_path / "bench" / "results.json").exists()

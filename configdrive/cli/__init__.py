@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -41,9 +42,20 @@ def _fail(message: str, hint: str | None, code: int) -> NoReturn:
     raise SystemExit(code)
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the program is so that every ``finally`` (guests stopped, work
+    directories removed) runs as it does for Ctrl-C. ``serve`` and ``proxy-chain`` install
+    their own handlers for a graceful stop."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -61,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail(str(exc), exc.hint, EXIT_FAIL)
     except KeyboardInterrupt:
         _fail("interrupted", None, 130)
+    except Terminated:
+        _fail("terminated", None, 143)
 
 
 if __name__ == "__main__":
