@@ -244,3 +244,28 @@ def test_workers_on_an_ipv6_and_an_ipv4_listener(tmp_path: Path) -> None:
             )
             assert http_request(int(v4.rsplit(":", 1)[1]), "/healthz")[0] == 200
         assert _pids_in_log(tmp_path / "access.log", "/healthz") == set(served.state["workers"])
+
+
+def test_a_worker_that_cannot_come_back_stops_the_service_after_the_restart_budget(
+    tmp_path: Path,
+) -> None:
+    settings = _settings(tmp_path, admin_listen=None, access_log="off")
+    with serve_process(tmp_path / "serve.json", settings) as served:
+        store = Path(settings["store"])
+        store.rename(tmp_path / "moved.db")
+        store.mkdir()  # a directory where the store was: a new worker cannot open it
+        victim = served.state["workers"][1]
+        os.kill(victim, signal.SIGKILL)
+        _wait(lambda: not Path(f"/proc/{victim}").exists(), 10)
+        answered = 0
+        while served.proc.poll() is None:  # the survivor serves while replacements fail
+            try:
+                answered += http_request(served.port, "/healthz", timeout=2)[0] == 200
+            except OSError:  # the service is stopping
+                pass
+            time.sleep(0.05)
+        assert answered > 0
+        assert served.proc.wait(120) == 1
+        err = served.proc.stderr.read() if served.proc.stderr else ""
+    assert "cannot open SQLite store" in err
+    assert "error: workers died 6 times within 60 s" in err

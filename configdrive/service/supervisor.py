@@ -246,7 +246,14 @@ class Supervisor:
         )
         if worker.process.stdout is not None:
             worker.process.stdout.close()
-        self._await_ready([self._spawn(worker.index, listen)])
+        replacement = self._spawn(worker.index, listen)
+        try:
+            self._await_ready([replacement])
+        except WorkerError as exc:  # the others keep serving; the next tick tries again
+            log.error("%s", exc)
+            if replacement.process.poll() is None:
+                replacement.process.kill()
+                replacement.process.wait(5)
 
     # -- the whole run ------------------------------------------------------------------------
 
