@@ -56,6 +56,7 @@ from configdrive.service.testing import (  # noqa: E402
     guest_spec,
     http_request,
     serve_process,
+    stop_process,
 )
 
 PATHS = ("/openstack/latest/meta_data.json", "/latest/meta-data/instance-id")
@@ -127,19 +128,6 @@ def wait_port(port: int, proc: subprocess.Popen[Any], timeout: float = 15.0) -> 
     raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout} s")
 
 
-def stop(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-    for stream in (proc.stdout, proc.stderr):
-        if stream is not None:
-            stream.close()
-
-
 # --------------------------------------------------------------------------------------------
 # the servers
 
@@ -188,7 +176,7 @@ def nginx(binary: str, work: Path, root: Path, workers: str) -> Iterator[int]:
         wait_port(port, proc)
         yield port
     finally:
-        stop(proc)
+        stop_process(proc)
 
 
 def copy_bytes(port: int, root: Path) -> dict[str, dict[str, Any]]:

@@ -18,12 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from configdrive.cli._common import EXIT_FAIL, EXIT_OK, UsageError
 from configdrive.errors import ConfigDriveError
-from configdrive.service.config import (
-    ServiceConfig,
-    config_from_mapping,
-    listen_text,
-    load_config,
-)
+from configdrive.service.config import ServiceConfig, config_from_mapping, load_config
 from configdrive.spec import load_spec
 
 if TYPE_CHECKING:
@@ -105,15 +100,9 @@ def _serve(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     def ready(running: Running) -> None:
-        admin = running.admin_address
-        listen = [listen_text(h, p) for h, p in running.addresses]
-        state = {
-            "ready": True,
-            "listen": listen,
-            "admin": listen_text(*admin) if admin else None,
-            "workers": [os.getpid()],
-        }
-        print(json.dumps(state), flush=True)
+        state = running.describe()
+        state["workers"] = [state.pop("pid")]
+        print(json.dumps({"ready": True, **state}), flush=True)
 
     run(config, ready=ready)
     return EXIT_OK

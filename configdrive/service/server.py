@@ -13,17 +13,19 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import secrets
 import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
 from configdrive.service.admin import make_admin_app
 from configdrive.service.app import JSONAccessLogger, MetadataService, make_server
-from configdrive.service.config import ServiceConfig, parse_listen
+from configdrive.service.config import ServiceConfig, listen_text, parse_listen
 from configdrive.service.registry import Registry
 from configdrive.service.security import RateLimiter, TokenSigner
 from configdrive.service.store import Store, open_store
@@ -34,13 +36,20 @@ log = logging.getLogger("configdrive.service")
 TOKEN_KEY_SETTING = "imdsv2_token_key"
 
 
+def _token_key(config: ServiceConfig, store: Store) -> bytes:
+    """The IMDSv2 signing key: from ``token_key``, else the one kept in the store (made by the
+    first server to ask, then shared by every server on that store)."""
+    if config.token_key:
+        return hashlib.sha256(config.token_key.encode()).digest()
+    return bytes.fromhex(store.setting(TOKEN_KEY_SETTING, lambda: secrets.token_hex(32)))
+
+
 def prepare_store(config: ServiceConfig) -> None:
     """Open the store once (creating its schema and the shared IMDSv2 key) and close it: what
     a supervisor does before it starts workers that would otherwise race to create them."""
     store = open_store(config.store)
     try:
-        if not config.token_key:
-            store.setting(TOKEN_KEY_SETTING, lambda: secrets.token_hex(32))
+        _token_key(config, store)
     finally:
         store.close()
 
@@ -50,14 +59,10 @@ def build_service(config: ServiceConfig, store: Store | None = None) -> Metadata
     store = store if store is not None else open_store(config.store)
     registry = Registry(store)
     registry.refresh()
-    if config.token_key:
-        key = hashlib.sha256(config.token_key.encode()).digest()
-    else:  # shared by every server on the same store, made once
-        key = bytes.fromhex(store.setting(TOKEN_KEY_SETTING, lambda: secrets.token_hex(32)))
     return MetadataService(
         config=config,
         registry=registry,
-        signer=TokenSigner(key),
+        signer=TokenSigner(_token_key(config, store)),
         limiter=RateLimiter(rate=config.rate, burst=config.burst),
     )
 
@@ -91,6 +96,15 @@ class Running:
     addresses: list[tuple[str, int]]
     admin_address: tuple[str, int] | None
     poller: asyncio.Task[None]
+
+    def describe(self) -> dict[str, Any]:
+        """What a ready line reports: listeners (``HOST:PORT``, in configured order), the admin
+        API's address, and this process."""
+        return {
+            "listen": [listen_text(h, p) for h, p in self.addresses],
+            "admin": listen_text(*self.admin_address) if self.admin_address else None,
+            "pid": os.getpid(),
+        }
 
     async def stop(self) -> None:
         self.poller.cancel()
@@ -165,9 +179,10 @@ async def start(
         )
         await admin.setup()
         host, port = parse_listen(config.admin_listen, "admin_listen")
-        await web.TCPSite(admin, host, port).start()
+        admin_site = web.TCPSite(admin, host, port)
+        await admin_site.start()
         runners.append(admin)
-        admin_address = _bound(list(admin.sites))[0]
+        admin_address = _bound([admin_site])[0]
     elif config.admin_listen:
         log.warning("admin API off: no admin_token configured")
     poller = asyncio.create_task(_poll(service, config.poll_interval))

@@ -121,14 +121,7 @@ def worker_main() -> None:
     from configdrive.service.server import Running, run
 
     def ready(running: Running) -> None:
-        admin = running.admin_address
-        report(
-            {
-                "pid": os.getpid(),
-                "listen": [listen_text(h, p) for h, p in running.addresses],
-                "admin": listen_text(*admin) if admin else None,
-            }
-        )
+        report(running.describe())
 
     try:
         run(config_from_mapping(order["config"]), ready=ready, reuse_port=True)

@@ -31,14 +31,15 @@ from configdrive.service.server import Running, start
 from configdrive.service.store import Store
 
 __all__ = [
-    "ServeProcess",
-    "serve_process",
     "CrawlResult",
+    "ServeProcess",
     "ServerThread",
     "crawl_many",
     "guest_ip",
     "guest_spec",
     "http_request",
+    "serve_process",
+    "stop_process",
 ]
 
 T = TypeVar("T")
@@ -186,16 +187,21 @@ def serve_process(
             raise RuntimeError(f"configdrive serve failed: {proc.stderr.read()[-2000:]}")
         yield ServeProcess(proc, json.loads(line))
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+        stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM, up to 30 s for a graceful exit, then SIGKILL; close its pipes."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
 
 
 # --------------------------------------------------------------------------------------------
