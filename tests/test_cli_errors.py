@@ -239,7 +239,7 @@ CASES: list[tuple[str, dict[str, bytes], list[str], str]] = [
         "spec-bad-hostname",
         {},
         ["vm", "--hostname", "bad_host!"],
-        "error: hostname: 'bad_host!' is not an RFC 1123 hostname",
+        "error: hostname: 'bad_host!' is not a hostname nova accepts",
     ),
     (
         "vendor-data-not-json",
