@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from configdrive.errors import SpecError
+from configdrive.model import BootSource, Instance
+from configdrive.render import RenderOptions
 from configdrive.spec import Limits, instance_from_mapping, load_spec, sanitize_hostname
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -191,3 +193,43 @@ def test_bus_addresses_are_stored_as_nova_stores_them() -> None:
     ]
     inst = instance_from_mapping({"name": "x", "devices": devices})
     assert [d.address for d in inst.devices] == ["0000:00:0a.0", "0:0:1:0", None]
+
+
+# ---------------------------------------------------------------------------------------------
+# the nova boot flags for boot source and block devices
+
+
+def _from_flags(*argv: str) -> tuple[Instance, RenderOptions]:
+    from configdrive.cli import make_parser
+    from configdrive.cli.drives import _render_options, spec_from_args
+
+    args = make_parser().parse_args(["build", "vm", "--uuid", UUID, *argv])
+    data, base = spec_from_args(args)
+    return instance_from_mapping(data, base=base), _render_options(args)
+
+
+UUID = "37bf37e7-fd38-4b31-aa1b-5dffa0c35abe"
+
+
+def test_block_device_flags_are_named_as_the_libvirt_driver_names_disks() -> None:
+    inst, _ = _from_flags(
+        "--image-id", "b1d2e3f4-0000-4000-8000-00000000abcd",
+        "--block-device", "source=volume,dest=volume",
+        "--block-device", "source=volume,dest=volume,device=vdz",
+        "--swap", "512", "--ephemeral", "size=1", "--ephemeral", "size=2,format=ext4",
+    )  # fmt: skip
+    assert inst.ec2_ami_id == "ami-0000abcd"
+    assert [(str(d.kind), d.device) for d in inst.block_devices] == [
+        ("ephemeral", "/dev/vdb"), ("ephemeral", "/dev/vdc"), ("swap", "/dev/vdd"),
+        ("volume", "/dev/vde"), ("volume", "/dev/vdz"),
+    ]  # fmt: skip
+
+
+def test_boot_volume_flag_and_host_zone_flag() -> None:
+    inst, options = _from_flags(
+        "--boot-volume", "00000000-0000-4000-8000-000000000001",
+        "--default-availability-zone", "home",
+    )  # fmt: skip
+    assert inst.boot_source is BootSource.VOLUME and inst.ec2_ami_id is None
+    assert options.default_availability_zone == "home"
+    assert _from_flags()[1].default_availability_zone == "nova"
