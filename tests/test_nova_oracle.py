@@ -264,9 +264,23 @@ def judge(
 
 def judge_spec(nova: Nova, spec: Mapping[str, Any], options: RenderOptions | None = None,
                base: Path | None = None) -> dict[str, bytes]:  # fmt: skip
+    """Our tree for ``spec`` against nova's. nova gets the values as the spec gives them where
+    nova itself deduplicates (DNS servers and routes of a subnet, dedicated CPUs) and the
+    hostname only when the spec requests one."""
     inst = instance_from_mapping(spec, base=base)
-    hostname = spec.get("hostname")
-    return judge(nova, inst, options or RenderOptions(), requested_hostname=hostname)
+    options = options or RenderOptions()
+    case = nova_case(inst, options, requested_hostname=spec.get("hostname"))
+    for port, spec_port in zip(case["ports"], spec.get("networks") or [], strict=True):
+        for subnet, raw in zip(port["subnets"], spec_port.get("subnets") or [], strict=True):
+            subnet["dns"] = [str(ipaddress.ip_address(d)) for d in raw.get("dns") or []]
+            subnet["routes"] = [
+                [str(ipaddress.ip_network(r["cidr"])), str(ipaddress.ip_address(r["gateway"]))]
+                for r in raw.get("routes") or []
+            ]
+    case["dedicated_cpus"] = list(spec.get("dedicated_cpus") or [])
+    theirs = {p: base64.b64decode(d) for p, d in nova.render(case)["files"]}
+    assert_same_tree(render(inst, Layout.CONFIG_DRIVE, options), theirs)
+    return theirs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -387,18 +401,23 @@ def test_availability_zone_is_the_hosts_when_none_is_asked(
 
 
 def test_duplicate_dns_routes_and_cpus_are_deduplicated_as_nova_does(nova: Nova) -> None:
-    subnet = {"cidr": "10.0.0.0/24", "ips": ["10.0.0.5"], "gateway": "10.0.0.1",
-              "dns": ["10.0.0.2", "9.9.9.9", "10.0.0.2"],
-              "routes": [{"cidr": "192.168.0.0/24", "gateway": "10.0.0.254"},
-                         {"cidr": "192.168.0.0/24", "gateway": "10.0.0.254"},
-                         {"cidr": "192.168.0.0/24", "gateway": "10.0.0.253"}]}  # fmt: skip
+    """nova is handed the duplicates themselves (its network model and the NUMA cells' CPU
+    sets drop them); our tree from the same spec must be the same."""
+    dns = ["10.0.0.2", "9.9.9.9", "10.0.0.2"]
+    routes = [["192.168.0.0/24", "10.0.0.254"], ["192.168.0.0/24", "10.0.0.254"],
+              ["192.168.0.0/24", "10.0.0.253"]]  # fmt: skip
+    subnet = {"cidr": "10.0.0.0/24", "ips": ["10.0.0.5"], "gateway": "10.0.0.1", "dns": dns,
+              "routes": [{"cidr": c, "gateway": g} for c, g in routes]}  # fmt: skip
     spec = _spec(networks=[{"mac": "fa:16:3e:00:00:0a", "id": PORT_ID, "subnets": [subnet]}],
                  dedicated_cpus=[3, 1, 3, 0])  # fmt: skip
-    theirs = judge_spec(nova, spec)
+    inst = instance_from_mapping(spec)
+    case = nova_case(inst, RenderOptions(), requested_hostname=None)
+    case["ports"][0]["subnets"][0].update(dns=dns, routes=routes)
+    case["dedicated_cpus"] = [3, 1, 3, 0]  # nova's NUMA cells: {0} and {1, 3}
+    theirs = {p: base64.b64decode(d) for p, d in nova.render(case)["files"]}
+    assert_same_tree(render(inst), theirs)
     net = json.loads(theirs["openstack/latest/network_data.json"])["networks"][0]
     assert [s["address"] for s in net["services"]] == ["10.0.0.2", "9.9.9.9"]
-    assert len(net["routes"]) == 3  # default route + two distinct routes
-    assert json.loads(theirs["openstack/latest/meta_data.json"])["dedicated_cpus"] == [0, 1, 3]
 
 
 def test_dhcp_port_has_no_mtu_and_a_static_one_keeps_it(nova: Nova) -> None:

@@ -331,16 +331,17 @@ def _instance(context: Any, case: dict[str, Any]) -> Any:
         config_drive="True",
     )
     if case["dedicated_cpus"]:
-        cpus = sorted(case["dedicated_cpus"])
-        half = len(cpus) // 2  # two NUMA cells, as on a two-socket host
+        # a two-node host numbering its CPUs alternately: a CPU belongs to one cell, whose
+        # pcpuset is a set (a CPU given twice lands twice in the same set)
+        cells = [[c for c in case["dedicated_cpus"] if c % 2 == node] for node in (0, 1)]
         instance.numa_topology = objects.InstanceNUMATopology(
             instance_uuid=case["uuid"],
             cells=[
                 objects.InstanceNUMACell(
-                    id=cell, cpuset=set(), pcpuset=set(part), memory=256, cpu_policy="dedicated"
+                    id=node, cpuset=set(), pcpuset=set(cpus), memory=256, cpu_policy="dedicated"
                 )
-                for cell, part in enumerate((cpus[:half], cpus[half:]))
-                if part
+                for node, cpus in enumerate(cells)
+                if cpus
             ],
         )
     # compute API: a requested hostname is kept, else it is derived from the display name
