@@ -528,7 +528,7 @@ def _boot(data: Mapping[str, Any], root: str | None) -> dict[str, Any]:
         if data.get(key) is not None:
             out[key] = _uuid_field(data[key], key)
     devices: list[BlockDevice] = []
-    used = {root}
+    used = {root if root is None or root.startswith("/dev/") else f"/dev/{root}"}
     for i, item in enumerate(_list(data.get("block_devices"), "block_devices")):
         field = f"block_devices[{i}]"
         entry = _map(item, field)
