@@ -381,7 +381,7 @@ def boot(
         drive: Path | None = None
         if drive_needed:
             drive = directory / "disk.config"
-            result = build(inst, drive, fmt)
+            result = build(inst, drive, fmt, options=host.render_options())
             os.chmod(drive, 0o644)  # read by the hypervisor's user; nova leaves it 0644 too
             say(f"config drive: {drive} ({fmt}, {result.size} bytes)")
         console = directory / "console.log"

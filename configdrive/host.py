@@ -5,6 +5,7 @@
 instances_path = /var/lib/configdrive/instances
 force_config_drive = true
 config_drive_format = iso9660
+default_availability_zone = nova   # the zone instances that ask for none are shown in
 
 [libvirt]
 virt_type = auto            # kvm | qemu (TCG) | auto: probe KVM with a real boot, else TCG
@@ -32,8 +33,10 @@ import urllib.parse
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from configdrive import constraints
 from configdrive.drive import DriveFormat
 from configdrive.errors import SpecError
+from configdrive.render import DEFAULT_AVAILABILITY_ZONE, RenderOptions
 
 __all__ = [
     "DEFAULT_HOST_CONFIG",
@@ -102,6 +105,7 @@ class HostConfig:
     instances_path: Path = Path("/var/lib/configdrive/instances")
     force_config_drive: bool = False
     config_drive_format: DriveFormat = DriveFormat.ISO9660
+    default_availability_zone: str = DEFAULT_AVAILABILITY_ZONE
     machine_type: str = "pc"
     accelerator: Accelerator = Accelerator.AUTO
     backend: BackendKind = BackendKind.LIBVIRT
@@ -117,6 +121,10 @@ class HostConfig:
 
     def with_(self, **changes: object) -> HostConfig:
         return replace(self, **changes)  # type: ignore[arg-type]
+
+    def render_options(self) -> RenderOptions:
+        """The render settings this host's drives are built with."""
+        return RenderOptions(default_availability_zone=self.default_availability_zone)
 
 
 _BOOL = {
@@ -163,6 +171,10 @@ def load_host_config(path: str | os.PathLike[str] | None) -> HostConfig:
             raise SpecError(
                 "config_drive_format", f"must be one of {', '.join(DriveFormat)}"
             ) from None
+    if "default_availability_zone" in default:
+        changes["default_availability_zone"] = constraints.az_name(
+            default["default_availability_zone"].strip(), "default_availability_zone"
+        )
     if parser.has_section("libvirt"):
         section = parser["libvirt"]
         if "hw_machine_type" in section:

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "BlockDevice",
+    "BlockDeviceKind",
+    "BootSource",
     "Device",
     "DeviceBus",
     "DeviceKind",
@@ -29,6 +32,32 @@ __all__ = [
 
 JSONValue = Any
 """A value that ``json.dumps`` accepts (dict/list/str/int/float/bool/None)."""
+
+
+def ec2_int_id(uuid_text: str) -> int:
+    """The integer behind an EC2 id (``i-``/``ami-``/``aki-``/``ari-%08x``).
+
+    nova takes it from a DB row it creates on first use (EC2InstanceMapping, S3ImageMapping);
+    configdrive has no database and takes the UUID's low 32 bits, so the same UUID always gives
+    the same EC2 id.
+    """
+    return _uuid.UUID(uuid_text).int & 0xFFFFFFFF
+
+
+class BootSource(enum.StrEnum):
+    """What the instance boots from: ``nova boot --image`` or ``--boot-volume``."""
+
+    IMAGE = "image"
+    VOLUME = "volume"
+
+
+class BlockDeviceKind(enum.StrEnum):
+    """Block devices nova shows in EC2 ``block-device-mapping`` (``ebsN``, ``ephemeralN``,
+    ``swap``): a volume, a blank local disk, a blank local swap disk."""
+
+    VOLUME = "volume"
+    EPHEMERAL = "ephemeral"
+    SWAP = "swap"
 
 
 class KeyType(enum.StrEnum):
@@ -92,6 +121,14 @@ class Device:
 
 
 @dataclass(frozen=True)
+class BlockDevice:
+    """A block device mapping besides the root disk: its kind and guest device name."""
+
+    kind: BlockDeviceKind
+    device: str  # /dev/vdb
+
+
+@dataclass(frozen=True)
 class Route:
     """A static route of a subnet: destination CIDR via gateway."""
 
@@ -128,6 +165,12 @@ class Port:
     mtu: int | None = None
     subnets: tuple[Subnet, ...] = ()
 
+    @property
+    def link_id(self) -> str:
+        """The link id in network_data.json: ``devname``, by default nova's
+        ``"tap" + port id`` cut to 14 characters (nova/network/neutron.py)."""
+        return self.devname or f"tap{self.id}"[:14]
+
 
 @dataclass(frozen=True)
 class Instance:
@@ -135,20 +178,18 @@ class Instance:
 
     name: str
     uuid: str = field(default_factory=lambda: str(_uuid.uuid4()))
-    hostname: str = (
-        ""  # already sanitised; "" means "derive from name" (see spec.sanitize_hostname)
-    )
+    hostname: str = ""  # as requested, or sanitised from the name (spec.sanitize_hostname)
     dhcp_domain: str | None = "novalocal"
     key_pairs: tuple[KeyPair, ...] = ()
     user_data: bytes | None = None
     files: tuple[InjectedFile, ...] = ()
     meta: Mapping[str, str] = field(default_factory=dict)
-    availability_zone: str | None = None
+    availability_zone: str | None = None  # None: the host's zone (RenderOptions)
     launch_index: int = 0
     project_id: str = field(default_factory=lambda: _uuid.uuid4().hex)
     admin_pass: str | None = None
     devices: tuple[Device, ...] = ()
-    dedicated_cpus: tuple[int, ...] = ()
+    dedicated_cpus: frozenset[int] = frozenset()  # a set in nova (NUMA cells' pcpuset)
     vendor_data: Mapping[str, JSONValue] | None = None  # StaticJSON provider
     vendor_data2: Mapping[str, JSONValue] = field(default_factory=dict)  # dynamic providers
     ports: tuple[Port, ...] = ()
@@ -156,7 +197,12 @@ class Instance:
     flavor: str = "m1.small"
     security_groups: tuple[str, ...] = ("default",)
     root_device_name: str | None = "/dev/vda"
-    ami_id: str | None = None
+    boot_source: BootSource = BootSource.IMAGE
+    image_id: str | None = None  # glance image (image boot); default: derived from the uuid
+    kernel_id: str | None = None  # AKI image, from the image's kernel_id property
+    ramdisk_id: str | None = None  # ARI image, from the image's ramdisk_id property
+    block_devices: tuple[BlockDevice, ...] = ()
+    ami_id: str | None = None  # explicit EC2 ami-id of the image (default: from image_ref)
     reservation_id: str | None = None  # default: derived from the uuid
     ec2_instance_id: str | None = None  # default: derived from the uuid
     floating_ip: str | None = None
@@ -171,7 +217,31 @@ class Instance:
         """EC2-style instance id ``i-%08x`` (nova: the EC2 instance mapping's integer id)."""
         if self.ec2_instance_id:
             return self.ec2_instance_id
-        return "i-%08x" % (_uuid.UUID(self.uuid).int & 0xFFFFFFFF)
+        return f"i-{ec2_int_id(self.uuid):08x}"
+
+    @property
+    def image_ref(self) -> str:
+        """nova's ``instance.image_ref``: the image's UUID, ``""`` when booted from a volume."""
+        if self.boot_source is BootSource.VOLUME:
+            return ""
+        if self.image_id:
+            return self.image_id
+        return str(_uuid.uuid5(_uuid.UUID(self.uuid), "image"))
+
+    @property
+    def ec2_ami_id(self) -> str | None:
+        """EC2 ``ami-id``: ``ami-%08x`` of the image, None when booted from a volume."""
+        if self.boot_source is BootSource.VOLUME:
+            return None
+        return self.ami_id or f"ami-{ec2_int_id(self.image_ref):08x}"
+
+    @property
+    def ec2_kernel_id(self) -> str | None:
+        return f"aki-{ec2_int_id(self.kernel_id):08x}" if self.kernel_id else None
+
+    @property
+    def ec2_ramdisk_id(self) -> str | None:
+        return f"ari-{ec2_int_id(self.ramdisk_id):08x}" if self.ramdisk_id else None
 
     @property
     def ec2_reservation_id(self) -> str:

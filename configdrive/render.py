@@ -20,9 +20,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from configdrive.errors import SpecError
-from configdrive.model import Device, DeviceKind, Instance, JSONValue, Port, Subnet
+from configdrive.model import (
+    BlockDeviceKind,
+    Device,
+    DeviceKind,
+    Instance,
+    JSONValue,
+    Port,
+    Subnet,
+)
 
 __all__ = [
+    "DEFAULT_AVAILABILITY_ZONE",
     "DEFAULT_SKIP_VERSIONS",
     "EC2_VERSIONS",
     "OPENSTACK_VERSIONS",
@@ -102,11 +111,21 @@ class Layout(enum.StrEnum):
     NOCLOUD = "nocloud"
 
 
+DEFAULT_AVAILABILITY_ZONE = "nova"  # nova.conf [DEFAULT] default_availability_zone
+
+
 @dataclass(frozen=True)
 class RenderOptions:
     """Host-side settings that change the rendered tree (nova.conf equivalents)."""
 
     skip_versions: tuple[str, ...] = DEFAULT_SKIP_VERSIONS
+    # the zone of a host in no zone aggregate: a scheduled instance that asked for no zone
+    # gets it (nova availability_zones.get_host_availability_zone)
+    default_availability_zone: str = DEFAULT_AVAILABILITY_ZONE
+
+    def availability_zone(self, instance: Instance) -> str:
+        """The instance's zone: the one it asked for, else its host's."""
+        return instance.availability_zone or self.default_availability_zone
 
 
 def _dump(obj: JSONValue) -> bytes:
@@ -197,6 +216,7 @@ def meta_data(
     *,
     urandom: Urandom = os.urandom,
     extra: Mapping[str, JSONValue] | None = None,
+    options: RenderOptions | None = None,
 ) -> dict[str, Any]:
     """``openstack/<version>/meta_data.json`` as a dict, keys in nova's order.
 
@@ -217,7 +237,7 @@ def meta_data(
     md["hostname"] = instance.fqdn
     md["name"] = instance.name
     md["launch_index"] = instance.launch_index
-    md["availability_zone"] = instance.availability_zone
+    md["availability_zone"] = (options or RenderOptions()).availability_zone(instance)
     if _os_at_least(GRIZZLY, version):
         md["random_seed"] = base64.b64encode(urandom(SEED_BYTES)).decode("ascii")
     if _os_at_least(LIBERTY, version):
@@ -261,6 +281,11 @@ def _default_route(version: int, subnet: Subnet) -> list[dict[str, str]]:
 
 def _dns_services(subnet: Subnet) -> list[dict[str, str]]:
     return [{"type": "dns", "address": address} for address in subnet.dns]
+
+
+def _link_mtu(port: Port) -> int | None:
+    # nova netutils._get_link_mtu: null when any subnet of the port has a DHCP server
+    return None if any(s.dhcp for s in port.subnets) else port.mtu
 
 
 def _network(port: Port, subnet: Subnet, version: int, num: int, link: str) -> dict[str, Any]:
@@ -314,13 +339,13 @@ def network_data(instance: Instance) -> dict[str, Any] | None:
         ifc_num += 1
         if v4 is None and v6 is None:
             continue
-        link_id = port.devname or f"interface{ifc_num}"
+        link_id = port.link_id
         links.append(
             {
                 "id": link_id,
                 "vif_id": port.id,
                 "type": port.vif_type if port.vif_type in LEGACY_EXPOSED_VIF_TYPES else "phy",
-                "mtu": port.mtu,
+                "mtu": _link_mtu(port),
                 "ethernet_mac_address": port.mac,
             }
         )
@@ -338,13 +363,32 @@ def network_data(instance: Instance) -> dict[str, Any] | None:
 
 
 def _block_device_mapping(instance: Instance) -> dict[str, str]:
+    """nova block_device.instance_block_mapping over the instance's block device mappings."""
     if instance.root_device_name is None:
         return {"ami": "sda1", "ephemeral0": "sda2", "root": "/dev/sda1", "swap": "sda3"}
     root = instance.root_device_name
-    return {"ami": root.removeprefix("/dev/"), "root": root}
+    mapping = {"ami": root.removeprefix("/dev/"), "root": root}
+    swap = [d.device for d in instance.block_devices if d.kind is BlockDeviceKind.SWAP]
+    if swap:  # the libvirt driver sets default_swap_device before it builds the drive
+        mapping["swap"] = swap[-1]
+    volumes = [d.device for d in instance.block_devices if d.kind is BlockDeviceKind.VOLUME]
+    if instance.ec2_ami_id is None:  # booted from a volume: the root disk is one
+        volumes.append(root)
+    for num, device in enumerate(sorted(volumes)):
+        mapping[f"ebs{num}"] = device
+    ephemerals = [d.device for d in instance.block_devices if d.kind is BlockDeviceKind.EPHEMERAL]
+    for num, device in enumerate(ephemerals):
+        mapping[f"ephemeral{num}"] = device
+    return mapping
 
 
-def ec2_metadata(instance: Instance, version: str, *, address: str | None = None) -> dict[str, Any]:
+def ec2_metadata(
+    instance: Instance,
+    version: str,
+    *,
+    address: str | None = None,
+    options: RenderOptions | None = None,
+) -> dict[str, Any]:
     """The EC2 ``meta-data`` tree for ``version`` (``latest`` = 2009-04-04), keys in nova's order.
 
     ``address`` is the request's source address (metadata service); drives pass None, so
@@ -356,7 +400,7 @@ def ec2_metadata(instance: Instance, version: str, *, address: str | None = None
         raise KeyError(version)
     hostname = instance.fqdn
     md: dict[str, Any] = {
-        "ami-id": instance.ami_id,
+        "ami-id": instance.ec2_ami_id,
         "ami-launch-index": instance.launch_index,
         "ami-manifest-path": "FIXME",
         "instance-id": instance.ec2_id,
@@ -376,8 +420,13 @@ def ec2_metadata(instance: Instance, version: str, *, address: str | None = None
         md["instance-type"] = instance.flavor
     if _ec2_at_least("2007-12-15", version):
         md["block-device-mapping"] = _block_device_mapping(instance)
+        if instance.ec2_kernel_id:
+            md["kernel-id"] = instance.ec2_kernel_id
+        if instance.ec2_ramdisk_id:
+            md["ramdisk-id"] = instance.ec2_ramdisk_id
     if _ec2_at_least("2008-02-01", version):
-        md["placement"] = {"availability-zone": instance.availability_zone}
+        zone = (options or RenderOptions()).availability_zone(instance)
+        md["placement"] = {"availability-zone": zone}
     if _ec2_at_least("2008-09-01", version):
         md["instance-action"] = "none"
     return md
@@ -406,10 +455,11 @@ def openstack_file(
     *,
     urandom: Urandom = os.urandom,
     extra: Mapping[str, JSONValue] | None = None,
+    options: RenderOptions | None = None,
 ) -> bytes:
     """One file of ``openstack/<version>/`` as bytes; KeyError when nova would answer 404."""
     if name == "meta_data.json":
-        return _dump(meta_data(instance, version, urandom=urandom, extra=extra))
+        return _dump(meta_data(instance, version, urandom=urandom, extra=extra, options=options))
     if name == "user_data" and instance.user_data is not None:
         resolve_openstack_version(version)
         return instance.user_data
@@ -431,10 +481,15 @@ def _config_drive_entries(
             continue
         if instance.user_data is not None:
             yield f"ec2/{version}/user-data", instance.user_data
-        yield f"ec2/{version}/meta-data.json", _dump(ec2_metadata(instance, version))
+        yield (
+            f"ec2/{version}/meta-data.json",
+            _dump(ec2_metadata(instance, version, options=options)),
+        )
     for version in (*OPENSTACK_VERSIONS, "latest"):
         for name in openstack_files(version):
-            data = openstack_file(instance, version, name, urandom=urandom, extra=extra)
+            data = openstack_file(
+                instance, version, name, urandom=urandom, extra=extra, options=options
+            )
             yield f"openstack/{version}/{name}", data
             if name == "meta_data.json" and instance.user_data is not None:
                 yield f"openstack/{version}/user_data", instance.user_data

@@ -15,14 +15,18 @@ import json
 import re
 import uuid as _uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
 
+from configdrive import constraints
 from configdrive.errors import SpecError
 from configdrive.model import (
+    BlockDevice,
+    BlockDeviceKind,
+    BootSource,
     Device,
     DeviceBus,
     DeviceKind,
@@ -85,7 +89,6 @@ SSH_KEY_TYPES = frozenset(
     }
 )
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
-_HOSTNAME_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", re.IGNORECASE)
 IPV6_MODES = frozenset({"slaac", "dhcpv6-stateful", "dhcpv6-stateless"})
 
 
@@ -351,13 +354,23 @@ def _subnet(data: object, field: str) -> Subnet:
         if ipaddress.ip_address(text) not in net:
             raise SpecError(f"{field}.ips[{j}]", f"{text} is outside {net}")
         ips.append(text)
+    if len(set(ips)) != len(ips):
+        raise SpecError(f"{field}.ips", "lists an address twice (a port holds each fixed IP once)")
     gateway = entry.get("gateway")
-    routes = []
+    # nova's network model (Subnet.add_route / add_dns) keeps the first of equal entries
+    routes: list[Route] = []
     for j, r in enumerate(_list(entry.get("routes"), f"{field}.routes")):
         route = _map(r, f"{field}.routes[{j}]")
         _unknown(route, {"cidr", "gateway"}, f"{field}.routes[{j}]")
         dest = _cidr(route.get("cidr"), f"{field}.routes[{j}].cidr")
-        routes.append(Route(str(dest), _ip(route.get("gateway"), f"{field}.routes[{j}].gateway")))
+        new = Route(str(dest), _ip(route.get("gateway"), f"{field}.routes[{j}].gateway"))
+        if new not in routes:
+            routes.append(new)
+    dns: list[str] = []
+    for j, d in enumerate(_list(entry.get("dns"), f"{field}.dns")):
+        address = _ip(d, f"{field}.dns[{j}]")
+        if address not in dns:
+            dns.append(address)
     mode = entry.get("ipv6_address_mode")
     if mode is not None:
         if version != 6:
@@ -368,10 +381,7 @@ def _subnet(data: object, field: str) -> Subnet:
         cidr=str(net),
         ips=tuple(ips),
         gateway=None if gateway is None else _ip(gateway, f"{field}.gateway", version),
-        dns=tuple(
-            _ip(d, f"{field}.dns[{j}]")
-            for j, d in enumerate(_list(entry.get("dns"), f"{field}.dns"))
-        ),
+        dns=tuple(dns),
         routes=tuple(routes),
         dhcp=_bool(entry.get("dhcp", False), f"{field}.dhcp"),
         ipv6_address_mode=mode,
@@ -391,14 +401,49 @@ def _port(data: object, field: str) -> Port:
         _subnet(s, f"{field}.subnets[{j}]")
         for j, s in enumerate(_list(entry.get("subnets"), f"{field}.subnets"))
     )
-    return Port(
+    vif_type = _str(entry.get("vif_type", "ovs"), f"{field}.vif_type")
+    if vif_type == "bridge":  # nova/network/neutron.py _nw_info_build_network raises
+        raise SpecError(f"{field}.vif_type", "nova 34 refuses Linux bridge VIFs (use ovs)")
+    port = Port(
         mac=_mac(entry.get("mac"), f"{field}.mac"),
         devname=_opt_str(entry, "devname", f"{field}.devname"),
-        vif_type=_str(entry.get("vif_type", "ovs"), f"{field}.vif_type"),
+        vif_type=vif_type,
         mtu=None if mtu is None else _int(mtu, f"{field}.mtu", low=68, high=65535),
         subnets=subnets,
         **extra,
     )
+    return _port_addresses(port, field)
+
+
+def _port_addresses(port: Port, field: str) -> Port:
+    """neutron's view of a port's subnets: nova lists a port's subnets from its fixed IPs, so
+    every subnet carries an address (a SLAAC or DHCPv6-stateless one gets neutron's EUI-64
+    address of the port's MAC); a network's subnets never overlap."""
+    subnets = []
+    for j, subnet in enumerate(port.subnets):
+        where = f"{field}.subnets[{j}]"
+        for other in port.subnets[:j]:
+            if ipaddress.ip_network(subnet.cidr).overlaps(ipaddress.ip_network(other.cidr)):
+                raise SpecError(f"{where}.cidr", f"{subnet.cidr} overlaps {other.cidr}")
+        if subnet.ipv6_address_mode in ("slaac", "dhcpv6-stateless"):
+            eui64 = constraints.eui64_address(subnet.cidr, port.mac)
+            if subnet.ips not in ((), (eui64,)):
+                raise SpecError(
+                    f"{where}.ips",
+                    f"neutron gives a port on a {subnet.ipv6_address_mode} subnet only its "
+                    f"EUI-64 address ({eui64} for {port.mac})",
+                    hint="leave ips out to get it",
+                )
+            subnet = replace(subnet, ips=(eui64,))
+        elif not subnet.ips:
+            raise SpecError(
+                f"{where}.ips",
+                "needs the port's address on the subnet (nova lists a port's subnets "
+                "from its fixed IPs)",
+                hint="give ips: [ADDRESS] (v4-fixed-ip= / v6-fixed-ip= on --nic)",
+            )
+        subnets.append(subnet)
+    return replace(port, subnets=tuple(subnets))
 
 
 def _device(data: object, field: str) -> Device:
@@ -413,10 +458,13 @@ def _device(data: object, field: str) -> Device:
     tags = tuple(_str(t, f"{field}.tags") for t in _list(entry.get("tags"), f"{field}.tags"))
     vlan = entry.get("vlan")
     trusted = entry.get("vf_trusted")
+    address = _opt_str(entry, "address", f"{field}.address")
+    if address is not None:
+        address = constraints.bus_address(bus, address, f"{field}.address")
     return Device(
         kind=kind,
         bus=bus,
-        address=_opt_str(entry, "address", f"{field}.address"),
+        address=address,
         tags=tags,
         mac=_mac(entry["mac"], f"{field}.mac") if kind is DeviceKind.NIC else None,
         vlan=None if vlan is None else _int(vlan, f"{field}.vlan", low=0, high=4095),
@@ -442,8 +490,62 @@ SPEC_FIELDS = {
     "user_data_base64", "files", "meta", "availability_zone", "launch_index", "project_id",
     "admin_pass", "devices", "dedicated_cpus", "vendor_data", "vendor_data2", "networks",
     "flavor", "security_groups", "root_device_name", "ami_id", "reservation_id",
-    "ec2_instance_id", "floating_ip",
+    "ec2_instance_id", "floating_ip", "boot_source", "image_id", "kernel_id", "ramdisk_id",
+    "block_devices",
 }  # fmt: skip
+
+
+def _device_name(value: object, field: str) -> str:
+    text = _str(value, field)
+    name = text if text.startswith("/dev/") else f"/dev/{text}"  # nova's prepend_dev
+    if not re.fullmatch(r"/dev/[a-z0-9]+", name):
+        raise SpecError(field, f"{text!r} is not a guest device name like /dev/vdb")
+    return name
+
+
+def _boot(data: Mapping[str, Any], root: str | None) -> dict[str, Any]:
+    """Boot source, image ids and block devices (the EC2 ami-id, kernel-id, ramdisk-id and
+    block-device-mapping), with nova's rules for them."""
+    out: dict[str, Any] = {}
+    try:
+        source = BootSource(_str(data.get("boot_source", "image"), "boot_source"))
+    except ValueError:
+        raise SpecError("boot_source", "must be image or volume") from None
+    out["boot_source"] = source
+    if source is BootSource.VOLUME:
+        for key in ("image_id", "ami_id"):
+            if data.get(key) is not None:
+                raise SpecError(key, "a server booted from a volume has no image (ami-id null)")
+        if root is None:
+            raise SpecError(
+                "root_device_name", "a server booted from a volume has its root device name"
+            )
+    if data.get("image_id") is not None:
+        out["image_id"] = _uuid_field(data["image_id"], "image_id")
+    if data.get("ami_id") is not None:
+        out["ami_id"] = constraints.ec2_id(_str(data["ami_id"], "ami_id"), "ami", "ami_id")
+    for key in ("kernel_id", "ramdisk_id"):
+        if data.get(key) is not None:
+            out[key] = _uuid_field(data[key], key)
+    devices: list[BlockDevice] = []
+    used = {root if root is None or root.startswith("/dev/") else f"/dev/{root}"}
+    for i, item in enumerate(_list(data.get("block_devices"), "block_devices")):
+        field = f"block_devices[{i}]"
+        entry = _map(item, field)
+        _unknown(entry, {"type", "device"}, field)
+        try:
+            kind = BlockDeviceKind(_str(entry.get("type"), f"{field}.type"))
+        except ValueError:
+            raise SpecError(f"{field}.type", "must be volume, ephemeral or swap") from None
+        name = _device_name(entry.get("device"), f"{field}.device")
+        if name in used:
+            raise SpecError(f"{field}.device", f"{name} is already the root or another device")
+        used.add(name)
+        devices.append(BlockDevice(kind, name))
+    if sum(d.kind is BlockDeviceKind.SWAP for d in devices) > 1:
+        raise SpecError("block_devices", "nova gives a server at most one swap device")
+    out["block_devices"] = tuple(devices)
+    return out
 
 
 def _user_data(data: Mapping[str, Any], base: Path | None, limits: Limits) -> bytes | None:
@@ -482,17 +584,10 @@ def instance_from_mapping(
     """Validate a spec mapping and build the Instance; ``base`` resolves relative file paths."""
     limits = limits or Limits()
     _unknown(data, SPEC_FIELDS, "")
-    name = _str(data.get("name"), "name")
-    if len(name) > limits.name_chars:
-        raise SpecError("name", f"is longer than {limits.name_chars} characters")
+    name = constraints.server_name(_str(data.get("name"), "name"), "name", limits.name_chars)
     uuid = _uuid_field(data["uuid"], "uuid") if data.get("uuid") is not None else str(_uuid.uuid4())
-    if data.get("hostname") is not None:
-        hostname = _str(data["hostname"], "hostname")
-        if len(hostname) > 63 or not all(_HOSTNAME_LABEL.match(p) for p in hostname.split(".")):
-            raise SpecError(
-                "hostname", f"{hostname!r} is not an RFC 1123 hostname of at most 63 characters"
-            )
-        hostname = hostname.lower()
+    if data.get("hostname") is not None:  # nova keeps a requested hostname as given
+        hostname = constraints.requested_hostname(_str(data["hostname"], "hostname"), "hostname")
     else:
         hostname = sanitize_hostname(name, default=f"Server-{uuid}")
     dhcp_domain = data.get("dhcp_domain", "novalocal")
@@ -527,16 +622,31 @@ def instance_from_mapping(
         _json_object({provider: vendor2[provider]}, f"vendor_data2.{provider}")
     launch_index = _int(data.get("launch_index", 0), "launch_index", low=0)
     extra: dict[str, Any] = {}
-    for key in ("project_id", "flavor", "ami_id", "reservation_id", "ec2_instance_id"):
+    for key in ("project_id", "flavor", "reservation_id"):
         if data.get(key) is not None:
             extra[key] = _str(data[key], key)
-    if data.get("floating_ip") is not None:
-        extra["floating_ip"] = _ip(data["floating_ip"], "floating_ip")
+    if data.get("ec2_instance_id") is not None:
+        extra["ec2_instance_id"] = constraints.ec2_id(
+            _str(data["ec2_instance_id"], "ec2_instance_id"), "i", "ec2_instance_id"
+        )
     if "root_device_name" in data:
         extra["root_device_name"] = _opt_str(data, "root_device_name", "root_device_name")
     if data.get("security_groups") is not None:
         groups = _list(data["security_groups"], "security_groups")
         extra["security_groups"] = tuple(_str(g, "security_groups") for g in groups)
+    extra.update(_boot(data, extra.get("root_device_name", "/dev/vda")))
+    ports = tuple(
+        _port(p, f"networks[{i}]") for i, p in enumerate(_list(data.get("networks"), "networks"))
+    )
+    if data.get("floating_ip") is not None:
+        extra["floating_ip"] = _ip(data["floating_ip"], "floating_ip", 4)
+        if not any(ip for p in ports for s in p.subnets if s.version == 4 for ip in s.ips):
+            raise SpecError(
+                "floating_ip",
+                "is associated with a fixed IPv4 address, and no port has one",
+                hint="add a port with an IPv4 subnet (networks / --nic)",
+            )
+    zone = data.get("availability_zone")
     return Instance(
         name=name,
         uuid=uuid,
@@ -546,13 +656,17 @@ def instance_from_mapping(
         user_data=_user_data(data, base, limits),
         files=files,
         meta=meta,
-        availability_zone=_opt_str(data, "availability_zone", "availability_zone"),
+        availability_zone=(
+            None
+            if zone is None
+            else constraints.az_name(_str(zone, "availability_zone"), "availability_zone")
+        ),
         launch_index=launch_index,
         admin_pass=_opt_str(data, "admin_pass", "admin_pass"),
         devices=tuple(
             _device(d, f"devices[{i}]") for i, d in enumerate(_list(data.get("devices"), "devices"))
         ),
-        dedicated_cpus=tuple(
+        dedicated_cpus=frozenset(  # a set in nova: a CPU listed twice is one CPU
             _int(c, "dedicated_cpus", low=0)
             for c in _list(data.get("dedicated_cpus"), "dedicated_cpus")
         ),
@@ -562,9 +676,6 @@ def instance_from_mapping(
             else None
         ),
         vendor_data2=vendor2,
-        ports=tuple(
-            _port(p, f"networks[{i}]")
-            for i, p in enumerate(_list(data.get("networks"), "networks"))
-        ),
+        ports=ports,
         **extra,
     )

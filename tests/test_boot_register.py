@@ -29,7 +29,16 @@ from configdrive.compute import registers
 from configdrive.drive import read_drive
 from configdrive.errors import SpecError
 from configdrive.host import HostConfig, RegisterPolicy, load_host_config
-from configdrive.model import Instance, KeyPair, KeyType
+from configdrive.model import (
+    BlockDevice,
+    BlockDeviceKind,
+    BootSource,
+    Instance,
+    KeyPair,
+    KeyType,
+    Port,
+    Subnet,
+)
 from configdrive.render import render
 from configdrive.service.client import AdminClient, RegistrationError, instance_spec
 from configdrive.service.config import ServiceConfig
@@ -139,8 +148,12 @@ def _instances() -> list[Instance]:
         files=(), availability_zone="az9", admin_pass="pw", ami_id="ami-00000001",
         reservation_id="r-00000001", ec2_instance_id="i-0000abcd", floating_ip="203.0.113.9",
         root_device_name=None, security_groups=("web", "ssh"), flavor="m1.large",
-        user_data=b"", vendor_data={"x": [1, {"y": None}]}, dedicated_cpus=(0,),
+        user_data=b"", vendor_data={"x": [1, {"y": None}]}, dedicated_cpus=frozenset({0}),
         key_pairs=(KeyPair("cert", CERT, KeyType.X509),), meta={"a": "", "b": "c"},
+        ports=(Port("fa:16:3e:00:00:09", subnets=(Subnet("10.0.0.0/24", ("10.0.0.9",)),)),),
+        boot_source=BootSource.IMAGE, image_id="b1d2e3f4-0000-4000-8000-00000000abcd",
+        kernel_id="11111111-2222-4333-8444-555555555555",
+        block_devices=(BlockDevice(BlockDeviceKind.SWAP, "/dev/vdb"),),
     )  # fmt: skip
     return [
         instance_from_mapping(seed, base=base),
@@ -172,7 +185,7 @@ def test_instance_spec_inlines_the_seed_files() -> None:
     seed, base = load_spec(SEED)
     spec = instance_spec(instance_from_mapping(seed, base=base))
     text = json.dumps(spec)
-    assert "_file" not in text and "source" not in text
+    assert "_file" not in text and '"source"' not in text
     user_data = (SEED.parent / "my-user-data.txt").read_bytes()
     assert base64.b64decode(spec["user_data_base64"]) == user_data
     assert spec["keys"][0]["public_key"] == (SEED.parent / "mykey.pub").read_text()

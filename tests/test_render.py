@@ -7,11 +7,16 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import re
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
 from configdrive.model import (
+    BlockDevice,
+    BlockDeviceKind,
+    BootSource,
     Device,
     DeviceBus,
     DeviceKind,
@@ -23,6 +28,7 @@ from configdrive.model import (
     Subnet,
 )
 from configdrive.render import (
+    EC2_VERSIONS,
     OPENSTACK_VERSIONS,
     Layout,
     RenderOptions,
@@ -305,12 +311,14 @@ def nova_reference_port() -> Port:
 
 
 def test_network_data_matches_nova_reference() -> None:
+    # nova's fixture VIF has no devname (link "interface0"); nova's neutron code always names
+    # one "tap" + the port id, cut to 14 characters, so a port here always has that link id
     net = network_data(make_instance(ports=(nova_reference_port(),)))
     assert net is not None
     assert list(net) == ["links", "networks", "services"]
     assert net["links"] == [
         {
-            "id": "interface0",
+            "id": "tap1",
             "vif_id": "1",
             "type": "phy",
             "mtu": 1500,
@@ -321,7 +329,7 @@ def test_network_data_matches_nova_reference() -> None:
     assert v4 == {
         "id": "network0",
         "type": "ipv4",
-        "link": "interface0",
+        "link": "tap1",
         "ip_address": "10.10.0.2",
         "netmask": "255.255.255.0",
         "routes": [
@@ -381,7 +389,7 @@ def test_network_data_dhcp_short_form_modes_types_and_dedup() -> None:
     }
     assert net["networks"][3]["type"] == "ipv6_dhcpv6-stateful"
     assert net["networks"][3]["routes"] == []
-    assert net["networks"][4]["type"] == "ipv6_slaac" and net["networks"][4]["link"] == "interface2"
+    assert net["networks"][4]["type"] == "ipv6_slaac" and net["networks"][4]["link"] == "tap3"
     assert [link["type"] for link in net["links"]] == ["phy", "bridge", "ovs"]
     assert [s["address"] for s in net["services"]].count("1.2.3.4") == 1  # de-duplicated
 
@@ -389,7 +397,31 @@ def test_network_data_dhcp_short_form_modes_types_and_dedup() -> None:
 def test_port_without_subnets_is_skipped_but_counted() -> None:
     bare = Port(mac="dd:dd:dd:dd:dd:dd", id="9", network_id="n9")
     net = network_data(make_instance(ports=(bare, nova_reference_port())))
-    assert net is not None and [link["id"] for link in net["links"]] == ["interface0"]
+    assert net is not None and [link["id"] for link in net["links"]] == ["tap1"]
+
+
+def test_link_id_is_tap_and_the_first_11_characters_of_the_port_id() -> None:
+    port = Port(mac="aa:aa:aa:aa:aa:01", id="1f6b0c52-3c8a-4f5e-9e2a-7b1d2c3e4f50",
+                subnets=(Subnet("10.0.0.0/24", ("10.0.0.2",)),))  # fmt: skip
+    named = Port(mac="aa:aa:aa:aa:aa:02", devname="eth-given",
+                 subnets=(Subnet("10.1.0.0/24", ("10.1.0.2",)),))  # fmt: skip
+    net = network_data(make_instance(ports=(port, named)))
+    assert net is not None
+    assert [link["id"] for link in net["links"]] == ["tap1f6b0c52-3c", "eth-given"]
+    assert [n["link"] for n in net["networks"]] == ["tap1f6b0c52-3c", "eth-given"]
+
+
+def test_a_port_with_a_dhcp_subnet_has_no_mtu() -> None:
+    """nova netutils._get_link_mtu: null as soon as one subnet has a DHCP server."""
+    v4 = Subnet("10.0.0.0/24", ("10.0.0.2",))
+    v6_dhcp = Subnet("fd00::/64", ("fd00::2",), dhcp=True, ipv6_address_mode="dhcpv6-stateful")
+    ports = (
+        Port(mac="aa:aa:aa:aa:aa:01", id="a", mtu=1450, subnets=(v4,)),
+        Port(mac="aa:aa:aa:aa:aa:02", id="b", mtu=1450, subnets=(v4, v6_dhcp)),
+        Port(mac="aa:aa:aa:aa:aa:03", id="c", mtu=9000, subnets=(replace(v4, dhcp=True),)),
+    )
+    net = network_data(make_instance(ports=ports))
+    assert net is not None and [link["mtu"] for link in net["links"]] == [1450, None, None]
 
 
 # EC2 view: nova test_metadata.py / base.py get_ec2_metadata
@@ -479,3 +511,89 @@ def test_nocloud_tree() -> None:
     assert vendor["write_files"][0]["path"] == "/etc/network/interfaces"
     assert base64.b64decode(vendor["write_files"][1]["content"]) == b"k\n"
     assert render(make_instance(user_data=None), Layout.NOCLOUD)["user-data"] == b""
+
+
+# EC2 version gates, key by key (nova base.py get_ec2_metadata): every version's key list
+EC2_BASE = ["ami-id", "ami-launch-index", "ami-manifest-path", "instance-id", "hostname",
+            "local-ipv4", "reservation-id", "security-groups", "public-keys"]  # fmt: skip
+EC2_GATES = {
+    "2007-01-19": ["local-hostname", "public-hostname", "public-ipv4"],
+    "2007-08-29": ["instance-type"],
+    "2007-12-15": ["block-device-mapping", "kernel-id", "ramdisk-id"],
+    "2008-02-01": ["placement"],
+    "2008-09-01": ["instance-action"],
+}
+
+
+@pytest.mark.parametrize("version", [*EC2_VERSIONS, "latest"])
+def test_every_ec2_version_gate(version: str) -> None:
+    inst = make_instance(kernel_id="11111111-2222-4333-8444-555555555555",
+                         ramdisk_id="66666666-7777-4888-8999-aaaaaaaaaaaa")  # fmt: skip
+    resolved = EC2_VERSIONS[-1] if version == "latest" else version
+    expected = list(EC2_BASE)
+    for gate, keys in EC2_GATES.items():
+        if EC2_VERSIONS.index(resolved) >= EC2_VERSIONS.index(gate):
+            expected += keys
+    assert list(ec2_metadata(inst, version)) == expected
+
+
+def test_ec2_image_ids_follow_the_boot_source() -> None:
+    uuid = "37bf37e7-fd38-4b31-aa1b-5dffa0c35abe"
+    image = "b1d2e3f4-0000-4000-8000-00000000abcd"
+    md = ec2_metadata(make_instance(image_id=image), "latest")
+    assert md["ami-id"] == "ami-0000abcd"  # the image's EC2 id: its UUID's low 32 bits
+    assert md["instance-id"] == "i-" + uuid.replace("-", "")[-8:]
+    assert (
+        ec2_metadata(make_instance(image_id=image, ami_id="ami-00000007"), "latest")["ami-id"]
+        == "ami-00000007"
+    )
+    default = ec2_metadata(make_instance(), "latest")["ami-id"]
+    assert default is not None and re.fullmatch(r"ami-[0-9a-f]{8}", default)
+    assert default == ec2_metadata(make_instance(), "latest")["ami-id"]  # derived, not random
+    volume = ec2_metadata(make_instance(boot_source=BootSource.VOLUME), "latest")
+    assert volume["ami-id"] is None
+    assert volume["block-device-mapping"] == {"ami": "vda", "root": "/dev/vda", "ebs0": "/dev/vda"}
+    kernel = ec2_metadata(make_instance(kernel_id="11111111-2222-4333-8444-555555555555"), "latest")
+    assert kernel["kernel-id"] == "aki-55555555" and "ramdisk-id" not in kernel
+
+
+def test_block_device_mapping_as_nova_builds_it() -> None:
+    """nova block_device.instance_block_mapping: ebsN sorted by device, ephemeralN in order,
+    swap; the libvirt driver has set default_swap_device, so swap comes right after root."""
+    devices = (
+        BlockDevice(BlockDeviceKind.VOLUME, "/dev/vdf"),
+        BlockDevice(BlockDeviceKind.EPHEMERAL, "/dev/vdc"),
+        BlockDevice(BlockDeviceKind.VOLUME, "/dev/vdd"),
+        BlockDevice(BlockDeviceKind.EPHEMERAL, "/dev/vdb"),
+    )
+    mapping = ec2_metadata(make_instance(block_devices=devices), "latest")["block-device-mapping"]
+    assert list(mapping.items()) == [
+        ("ami", "vda"), ("root", "/dev/vda"), ("ebs0", "/dev/vdd"), ("ebs1", "/dev/vdf"),
+        ("ephemeral0", "/dev/vdc"), ("ephemeral1", "/dev/vdb"),
+    ]  # fmt: skip
+    swap = (*devices, BlockDevice(BlockDeviceKind.SWAP, "/dev/vde"))
+    mapping = ec2_metadata(make_instance(block_devices=swap), "latest")["block-device-mapping"]
+    assert list(mapping)[:3] == ["ami", "root", "swap"] and mapping["swap"] == "/dev/vde"
+    bfv = make_instance(boot_source=BootSource.VOLUME, block_devices=devices[:1])
+    mapping = ec2_metadata(bfv, "latest")["block-device-mapping"]
+    assert (mapping["ebs0"], mapping["ebs1"]) == ("/dev/vda", "/dev/vdf")
+
+
+def test_availability_zone_defaults_to_the_hosts() -> None:
+    nowhere = make_instance(availability_zone=None)
+    assert meta_data(nowhere, "latest")["availability_zone"] == "nova"
+    home = RenderOptions(default_availability_zone="home")
+    assert meta_data(nowhere, "latest", options=home)["availability_zone"] == "home"
+    assert ec2_metadata(nowhere, "latest", options=home)["placement"] == {
+        "availability-zone": "home"
+    }
+    tree = render(nowhere, options=home)
+    assert json.loads(tree["openstack/2012-08-10/meta_data.json"])["availability_zone"] == "home"
+    assert json.loads(tree["ec2/latest/meta-data.json"])["placement"]["availability-zone"] == "home"
+    asked = make_instance(availability_zone="az-1")
+    assert meta_data(asked, "latest", options=home)["availability_zone"] == "az-1"
+
+
+def test_vendor_data2_drops_a_provider_whose_key_exists() -> None:
+    tree = render(make_instance(vendor_data={"a": 1}, vendor_data2={"static": 2, "web": 3}))
+    assert tree["openstack/latest/vendor_data2.json"] == b'{"static": {"a": 1}, "web": 3}'

@@ -254,6 +254,19 @@ def test_host_config_file(tmp_path: Path) -> None:
         load_host_config(tmp_path / "missing.conf")
 
 
+def test_host_zone_is_nova_unless_the_host_config_names_one(tmp_path: Path) -> None:
+    """[DEFAULT] default_availability_zone: what `configdrive boot` renders for an instance
+    that asks for no zone (nova's default: nova)."""
+    conf = tmp_path / "host.conf"
+    conf.write_text("[DEFAULT]\ninstances_path = /srv/instances\n")
+    assert load_host_config(conf).render_options().default_availability_zone == "nova"
+    conf.write_text("[DEFAULT]\ndefault_availability_zone = rack-7\n")
+    assert load_host_config(conf).render_options().default_availability_zone == "rack-7"
+    conf.write_text("[DEFAULT]\ndefault_availability_zone = a:b\n")
+    with pytest.raises(SpecError, match="default_availability_zone: 'a:b' is not a zone name"):
+        load_host_config(conf)
+
+
 def test_flavors() -> None:
     assert find_flavor("1") == find_flavor("m1.tiny") == FLAVORS[0]
     with pytest.raises(SpecError, match="unknown flavor 'm9.huge'"):

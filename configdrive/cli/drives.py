@@ -12,10 +12,16 @@ from typing import Any
 
 from configdrive.builder import build, inspect, render_for
 from configdrive.cli._common import EXIT_FAIL, EXIT_OK, UsageError, pair
+from configdrive.constraints import az_name
 from configdrive.drive import NOVA_VFAT_SIZE, DriveFormat
 from configdrive.errors import SpecError
 from configdrive.inspection import Inspection, network_file_warning
-from configdrive.render import DEFAULT_SKIP_VERSIONS, RenderOptions, Tree
+from configdrive.render import (
+    DEFAULT_AVAILABILITY_ZONE,
+    DEFAULT_SKIP_VERSIONS,
+    RenderOptions,
+    Tree,
+)
 from configdrive.spec import Limits, instance_from_mapping, load_spec, parse_spec_text, read_input
 
 __all__ = ["add_instance_args", "limits_from_args", "register", "spec_from_args"]
@@ -57,6 +63,13 @@ def register(sub: Any) -> None:
         "with optional K/M suffix",
     )
     add_instance_args(b)
+    b.add_argument(
+        "--default-availability-zone",
+        metavar="ZONE",
+        default=DEFAULT_AVAILABILITY_ZONE,
+        help="the host's zone, shown for an instance that asks for none, like nova's "
+        "[DEFAULT] default_availability_zone (default: %(default)s)",
+    )
     b.add_argument(
         "--skip-versions",
         metavar="LIST",
@@ -113,7 +126,34 @@ def add_instance_args(b: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="metadata key/value pair (repeatable)",
     )
-    b.add_argument("--availability-zone", metavar="AZ")
+    b.add_argument("--availability-zone", metavar="AZ", help="the zone the instance asks for")
+    boot = b.add_mutually_exclusive_group()
+    boot.add_argument(
+        "--image-id",
+        metavar="UUID",
+        help="the glance image booted from (nova boot --image; its EC2 ami-id)",
+    )
+    boot.add_argument(
+        "--boot-volume",
+        metavar="VOLUME_ID",
+        help="boot from a volume: ami-id is null, the root disk is ebs0",
+    )
+    b.add_argument(
+        "--block-device",
+        action="append",
+        default=[],
+        metavar="K=V[,K=V…]",
+        help="add a block device as nova boot does: source=volume|blank, dest=volume|local, "
+        "device=, format= (swap for a swap disk), id=, size= (repeatable)",
+    )
+    b.add_argument("--swap", metavar="MiB", help="add a swap disk (EC2 block-device-mapping swap)")
+    b.add_argument(
+        "--ephemeral",
+        action="append",
+        default=[],
+        metavar="size=GiB[,format=FS]",
+        help="add an ephemeral disk (ephemeralN; repeatable)",
+    )
     b.add_argument("--admin-pass", metavar="PASSWORD", help="admin password (drive only)")
     b.add_argument(
         "--nic",
@@ -202,6 +242,68 @@ def _nic(text: str, index: int) -> dict[str, Any]:
     return port
 
 
+def _uuid_flag(text: str, field: str) -> str:
+    try:
+        return str(_uuid.UUID(text))
+    except ValueError:
+        raise SpecError(field, f"{text!r} is not a UUID") from None
+
+
+def _flag_devices(args: argparse.Namespace) -> list[tuple[str, str | None]]:
+    """(kind, device or None) for --block-device, --swap and --ephemeral, in the order the
+    libvirt driver names disks: ephemerals, then swap, then volumes."""
+    ephemerals: list[tuple[str, str | None]] = []
+    swaps: list[tuple[str, str | None]] = []
+    volumes: list[tuple[str, str | None]] = []
+    for i, text in enumerate(args.block_device):
+        field = f"block_device[{i}]"
+        values = dict(pair(item, field) for item in text.split(","))
+        unknown = sorted(set(values) - {"source", "dest", "device", "format", "id", "size"})
+        if unknown:
+            known = "device, dest, format, id, size, source"
+            raise SpecError(field, f"unknown key {unknown[0]!r} (known: {known})")
+        source, dest = values.get("source", "volume"), values.get("dest", "volume")
+        device = values.get("device") or None
+        if dest == "volume" and source in ("volume", "image", "snapshot", "blank"):
+            volumes.append(("volume", device))
+        elif dest == "local" and source == "blank":
+            kind = "swap" if values.get("format") == "swap" else "ephemeral"
+            (swaps if kind == "swap" else ephemerals).append((kind, device))
+        else:
+            raise SpecError(
+                field,
+                f"source={source},dest={dest} is not a block device nova shows in "
+                "block-device-mapping (a volume, or a blank local disk)",
+            )
+    for i, text in enumerate(args.ephemeral):
+        values = dict(pair(item, f"ephemeral[{i}]") for item in text.split(","))
+        if not values.get("size", "").isdigit():
+            raise SpecError(f"ephemeral[{i}]", "needs size=GiB")
+        ephemerals.append(("ephemeral", None))
+    if args.swap is not None:
+        if not args.swap.isdigit() or int(args.swap) == 0:
+            raise SpecError("swap", f"{args.swap!r} is not a size in MiB")
+        swaps.append(("swap", None))
+    return ephemerals + swaps + volumes
+
+
+def _name_devices(data: dict[str, Any], added: list[tuple[str, str | None]]) -> None:
+    """Give devices without a name the next free one on the root disk's bus, as the libvirt
+    driver does (root vda, then vdb, vdc, …)."""
+    root = data.get("root_device_name", "/dev/vda") or "/dev/vda"
+    prefix = re.sub(r"[a-z]$", "", root.removeprefix("/dev/")) or "vd"
+    devices = list(data.get("block_devices") or [])
+    used = {root.removeprefix("/dev/")}
+    used |= {str(d.get("device", "")).removeprefix("/dev/") for d in devices if isinstance(d, dict)}
+    letters = iter("abcdefghijklmnopqrstuvwxyz")
+    for kind, device in added:
+        if device is None:
+            device = next(f"{prefix}{c}" for c in letters if f"{prefix}{c}" not in used)
+        used.add(device.removeprefix("/dev/"))
+        devices.append({"type": kind, "device": device})
+    data["block_devices"] = devices
+
+
 def spec_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], Path | None]:
     """The spec file (if any) with the flags merged over it."""
     data: dict[str, Any] = {}
@@ -253,6 +355,17 @@ def spec_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], Path | Non
         data["networks"] = nets.get("networks", nets) if isinstance(nets, dict) else nets
     elif args.nic:
         data["networks"] = [_nic(text, i) for i, text in enumerate(args.nic)]
+    if args.image_id:
+        data["boot_source"] = "image"
+        data["image_id"] = _uuid_flag(args.image_id, "image_id")
+    elif args.boot_volume:
+        _uuid_flag(args.boot_volume, "boot_volume")
+        data["boot_source"] = "volume"
+        for key in ("image_id", "ami_id"):
+            data.pop(key, None)
+    added = _flag_devices(args)
+    if added:
+        _name_devices(data, added)
     if args.vendor_data:
         raw = read_input(args.vendor_data, "vendor_data")
         try:
@@ -267,9 +380,9 @@ def spec_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], Path | Non
 
 
 def _render_options(args: argparse.Namespace) -> RenderOptions:
-    if args.skip_versions is None:
-        return RenderOptions(skip_versions=DEFAULT_SKIP_VERSIONS)
-    return RenderOptions(skip_versions=tuple(args.skip_versions.split()))
+    zone = az_name(args.default_availability_zone, "default_availability_zone")
+    skip = DEFAULT_SKIP_VERSIONS if args.skip_versions is None else args.skip_versions.split()
+    return RenderOptions(skip_versions=tuple(skip), default_availability_zone=zone)
 
 
 def limits_from_args(args: argparse.Namespace) -> Limits:

@@ -24,6 +24,7 @@ from typing import Any
 
 from configdrive.errors import ConfigDriveError
 from configdrive.model import Device, DeviceKind, Instance, Port, Subnet
+from configdrive.spec import sanitize_hostname
 
 __all__ = [
     "ADMIN_TOKEN_ENV",
@@ -100,7 +101,6 @@ def instance_spec(instance: Instance) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "name": instance.name,
         "uuid": instance.uuid,
-        "hostname": instance.hostname,
         "dhcp_domain": instance.dhcp_domain,
         "project_id": instance.project_id,
         "launch_index": instance.launch_index,
@@ -110,9 +110,17 @@ def instance_spec(instance: Instance) -> dict[str, Any]:
         "meta": dict(instance.meta),
         "networks": [_port(p) for p in instance.ports],
         "devices": [_device(d) for d in instance.devices],
-        "dedicated_cpus": list(instance.dedicated_cpus),
+        "dedicated_cpus": sorted(instance.dedicated_cpus),
         "vendor_data2": dict(instance.vendor_data2),
+        "boot_source": str(instance.boot_source),
+        "block_devices": [
+            {"type": str(d.kind), "device": d.device} for d in instance.block_devices
+        ],
     }
+    # a requested hostname is validated as nova's API does; one derived from the name (which
+    # may hold latin-1 letters the API refuses) is derived again
+    if instance.hostname != sanitize_hostname(instance.name, default=f"Server-{instance.uuid}"):
+        spec["hostname"] = instance.hostname
     if instance.key_pairs:
         spec["keys"] = [
             {"name": k.name, "public_key": k.public_key, "type": str(k.type)}
@@ -131,6 +139,9 @@ def instance_spec(instance: Instance) -> dict[str, Any]:
         ("availability_zone", instance.availability_zone),
         ("admin_pass", instance.admin_pass),
         ("ami_id", instance.ami_id),
+        ("image_id", instance.image_id),
+        ("kernel_id", instance.kernel_id),
+        ("ramdisk_id", instance.ramdisk_id),
         ("reservation_id", instance.reservation_id),
         ("ec2_instance_id", instance.ec2_instance_id),
         ("floating_ip", instance.floating_ip),
