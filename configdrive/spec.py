@@ -30,6 +30,7 @@ from configdrive.model import (
     Instance,
     KeyPair,
     KeyType,
+    Networking,
     Port,
     Route,
     Subnet,
@@ -401,6 +402,26 @@ def _port(data: object, field: str) -> Port:
     )
 
 
+def _networks(data: Mapping[str, Any]) -> tuple[Networking, tuple[Port, ...]]:
+    """``networks``: absent or ``auto`` -> a NIC no spec describes; ``none`` or ``[]`` -> no
+    NIC (nova's ``--nic none``); a list of ports -> those ports."""
+    if "networks" not in data:
+        return Networking.AUTO, ()
+    value = data["networks"]
+    if isinstance(value, str) and value in (Networking.NONE, Networking.AUTO):
+        return Networking(value), ()
+    if value is None or isinstance(value, str):
+        raise SpecError(
+            "networks",
+            f"must be a list of ports, none or auto, not {_kind(value)}"
+            + (f" {value!r}" if isinstance(value, str) else ""),
+            hint="none: no NIC (nova's --nic none); leave it out (or auto) for a NIC that no "
+            "spec describes, which the guest configures with DHCP",
+        )
+    ports = tuple(_port(p, f"networks[{i}]") for i, p in enumerate(_list(value, "networks")))
+    return (Networking.PORTS if ports else Networking.NONE), ports
+
+
 def _device(data: object, field: str) -> Device:
     entry = _map(data, field)
     known = {"type", "bus", "address", "tags", "mac", "vlan", "vf_trusted", "serial", "path"}
@@ -537,6 +558,7 @@ def instance_from_mapping(
     if data.get("security_groups") is not None:
         groups = _list(data["security_groups"], "security_groups")
         extra["security_groups"] = tuple(_str(g, "security_groups") for g in groups)
+    networking, ports = _networks(data)
     return Instance(
         name=name,
         uuid=uuid,
@@ -562,9 +584,7 @@ def instance_from_mapping(
             else None
         ),
         vendor_data2=vendor2,
-        ports=tuple(
-            _port(p, f"networks[{i}]")
-            for i, p in enumerate(_list(data.get("networks"), "networks"))
-        ),
+        ports=ports,
+        networking=networking,
         **extra,
     )
