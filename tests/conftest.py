@@ -56,6 +56,7 @@ def sh(tool: Callable[[str], str]) -> Callable[..., subprocess.CompletedProcess[
 # unpacked by scripts/setup-cloud-init, each run in a process of its own (tests/cloudinit_judge.py)
 
 import base64  # noqa: E402
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
@@ -203,14 +204,17 @@ class CloudInit:
         return result
 
     def close(self) -> None:
+        if self._proc.stdin is not None:
+            with contextlib.suppress(BrokenPipeError):
+                self._proc.stdin.close()
         if self._proc.poll() is None:
-            assert self._proc.stdin is not None
-            self._proc.stdin.close()
             try:
                 self._proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
         self._stderr.close()
 
 
