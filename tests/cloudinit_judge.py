@@ -251,8 +251,11 @@ def render(
     _use_sysfs(root / ".judge", nics or {})
     cls = renderers.NAME_TO_RENDERER[renderer].Renderer
     config = network_config.get("network", network_config)
-    state = network_state.parse_net_config_data(config)
-    cls(_renderer_config(renderer)).render_network_state(state, target=str(root))
+    chosen = cls(_renderer_config(renderer))
+    # as Distro._apply_network_from_network_config: the renderer goes to the parser too (a v2
+    # config passes through to netplan unparsed)
+    state = network_state.parse_net_config_data(config, renderer=chosen)
+    chosen.render_network_state(state, target=str(root))
     return {
         p.relative_to(root).as_posix(): p.read_text(errors="replace")
         for p in sorted(root.rglob("*"))

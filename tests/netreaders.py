@@ -171,8 +171,8 @@ def read_eni(files: dict[str, str]) -> Rendered:
             nic.mtu = int(args[0])
         elif key == "dns-nameservers":
             (out.dns if nic.name == "lo" else nic.dns).update(args)  # lo's: resolver-wide
-        elif key in ("accept_ra", "accept-ra"):
-            nic.ra = _flag(args[0])
+        elif key in ("accept_ra", "accept-ra") and family == "inet6":
+            nic.ra = _flag(args[0])  # an inet6 method's option; in an inet stanza it is ignored
         elif key == "post-up":
             _eni_route(nic, args)
     for name, mac in _udev_names(files).items():

@@ -140,24 +140,32 @@ DNS_LOST = {("22.4", "config-2", "network-manager")}
 def check(
     rendered: Rendered, want: dict[str, Expect], renderer: str, *, dns_lost: bool = False
 ) -> None:
-    assert len(rendered.nics) == len(want), sorted(rendered.nics)
+    """Every difference from the spec, on every NIC, in one failure."""
+    problems: list[str] = []
+
+    def expect(ok: bool, what: str, got: object, wanted: object) -> None:
+        if not ok:
+            problems.append(f"{what}: {got!r}, the spec says {wanted!r}")
+
+    assert len(rendered.nics) == len(want), f"{renderer}: NICs {sorted(rendered.nics)}"
     for mac, exp in want.items():
         nic = rendered.by_mac(mac)
-        where = f"{renderer}: {nic.name} ({mac})"
-        assert nic.name == exp.name, where
-        assert nic.addresses == exp.addresses, where
-        assert nic.gateways == exp.gateways, where
-        assert nic.routes == exp.routes, where
-        if dns_lost:
-            assert not nic.dns | rendered.dns, f"{where}: DNS is no longer lost"
-        else:
-            assert exp.dns <= nic.dns | rendered.dns, where
-        assert nic.mtu == exp.mtu, where
-        assert nic.dhcp4 == exp.dhcp4, where
-        if exp.dhcp6:
-            assert nic.dhcp6, where
+        at = f"{renderer} {nic.name} ({mac})"
+        expect(nic.dhcp4 == exp.dhcp4, f"{at} DHCPv4", nic.dhcp4, exp.dhcp4)
+        expect(nic.dhcp6 or not exp.dhcp6, f"{at} DHCPv6", nic.dhcp6, exp.dhcp6)
         if exp.accepts_ra:  # SLAAC: router advertisements must not be turned off
-            assert nic.ra is not False, where
+            expect(nic.ra is not False, f"{at} router advertisements", "off", "SLAAC")
+        expect(nic.gateways == exp.gateways, f"{at} default gateways", nic.gateways, exp.gateways)
+        expect(nic.routes == exp.routes, f"{at} routes", nic.routes, exp.routes)
+        expect(nic.addresses == exp.addresses, f"{at} addresses", nic.addresses, exp.addresses)
+        dns = nic.dns | rendered.dns
+        if dns_lost:
+            expect(not dns, f"{at} DNS (known to be lost)", dns, "none written")
+        else:
+            expect(exp.dns <= dns, f"{at} DNS", dns, exp.dns)
+        expect(nic.mtu == exp.mtu, f"{at} MTU", nic.mtu, exp.mtu)
+        expect(nic.name == exp.name, f"{at} interface name", nic.name, exp.name)
+    assert not problems, "\n".join(problems)
 
 
 def seed(inst: Instance, layout: Layout, root: Path) -> Path:

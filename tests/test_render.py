@@ -477,7 +477,10 @@ def test_nocloud_tree() -> None:
     assert nic["type"] == "physical" and nic["mac_address"] == "aa:aa:aa:aa:aa:aa"
     assert [s["address"] for s in nic["subnets"]] == ["10.10.0.2/24", "fd00::2/48"]
     assert [s.get("gateway") for s in nic["subnets"]] == ["10.10.0.1", "fd00::1"]
-    assert dns == {"type": "nameserver", "address": ["1.2.3.4", "2.3.4.5", "1:2:3:4::", "2:3:4:5::"]}
+    assert dns == {
+        "type": "nameserver",
+        "address": ["1.2.3.4", "2.3.4.5", "1:2:3:4::", "2:3:4:5::"],
+    }
     with_files = render(make_instance(), Layout.NOCLOUD)
     vendor = yaml.safe_load(with_files["vendor-data"])
     assert vendor["write_files"][0]["path"] == "/etc/network/interfaces"
