@@ -138,6 +138,11 @@ class CloudInit:
         )
         self.version: str = self.call("version")
 
+    @property
+    def root(self) -> Path:
+        """The unpacked package's root (``usr/lib/cloud-init/ds-identify`` is under it)."""
+        return self.dist_packages.parents[3]
+
     def __repr__(self) -> str:
         return f"CloudInit({self.version} from {self.release.suite})"
 
@@ -263,16 +268,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     _JUDGES.clear()
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that asks for a cloud-init judge is in the ``cloudinit`` tier, marked or not."""
+    for item in items:
+        if "cloudinit" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.cloudinit)
+
+
 @pytest.fixture(scope="session", params=CLOUDINIT_RELEASES, ids=lambda r: r.id)
 def cloudinit(request: pytest.FixtureRequest) -> CloudInit:
     """cloud-init as the judge; every test using it runs once per supported release."""
     return cloudinit_judge(request.param)
-
-
-@pytest.fixture(scope="session")
-def cloudinit_all() -> list[CloudInit]:
-    """Every supported cloud-init at once, for tests whose setup is too costly to repeat."""
-    return [cloudinit_judge(release) for release in CLOUDINIT_RELEASES]
 
 
 def extract_image(
