@@ -176,9 +176,11 @@ def datasource(
         cls = mod.DataSourceEc2
     else:
         raise ValueError(f"unknown datasource {kind}")
+    if kind == "ConfigDrive" and not instance_id:
+        instance_id = read_config_drive(str(seed))["metadata"]["instance-id"]
     if instance_id:
         # the instance is not new: ConfigDrive's first-boot step would write injected files
-        # under this host's /
+        # under this host's / (always so for ConfigDrive, whose files the reader returns)
         (cloud / "data").mkdir(parents=True, exist_ok=True)
         (cloud / "data" / "instance-id").write_text(instance_id + "\n")
     distro = _distro(paths)

@@ -207,3 +207,61 @@ def test_no_nic_configures_nothing(
     assert ds["network"] == {"source": "ds", "config": {"version": 1, "config": []}}
     files = cloudinit.render(ds["network"]["config"], "eni", tmp_path / "target", nics=nics)
     assert read("eni", files).nics == {}
+
+
+def test_nocloud_network_config_is_v1_every_cloud_init_renders() -> None:
+    """The forms tests/test_network_renderers.py found every version to render: a subnet's
+    gateway (not a ``to: default`` or ``::/0`` route), SLAAC as cloud-init's own type (not a
+    static address plus ``accept-ra``), NICs named by port index."""
+    inst = spec(networks=[
+        {"mac": "fa:16:3e:00:00:01"},  # no subnets: not configured, keeps eth0 for its index
+        {"mac": "FA:16:3E:00:00:02", "mtu": 1400, "subnets": [
+            {"cidr": "10.1.0.0/24", "ips": ["10.1.0.5"], "gateway": "10.1.0.1", "dns": ["10.1.0.2"],
+             "routes": [{"cidr": "10.9.0.0/16", "gateway": "10.1.0.254"}]},
+            {"cidr": "2001:db8::/64", "ips": ["2001:db8::5"], "ipv6_address_mode": "slaac",
+             "dns": ["10.1.0.2", "2001:db8::53"]},
+        ]},
+    ])  # fmt: skip
+    config = json.loads(render(inst, Layout.NOCLOUD)["network-config"])
+    assert config == {
+        "version": 1,
+        "config": [
+            {
+                "type": "physical", "name": "eth1", "mac_address": "fa:16:3e:00:00:02", "mtu": 1400,
+                "subnets": [
+                    {"type": "static", "address": "10.1.0.5/24", "gateway": "10.1.0.1",
+                     "dns_nameservers": ["10.1.0.2"],
+                     "routes": [{"network": "10.9.0.0", "prefix": 16, "gateway": "10.1.0.254"}]},
+                    {"type": "ipv6_slaac", "dns_nameservers": ["10.1.0.2", "2001:db8::53"]},
+                ],
+            },
+            {"type": "nameserver", "address": ["10.1.0.2", "2001:db8::53"]},
+        ],
+    }  # fmt: skip
+
+
+def test_boot_refuses_a_network_for_no_nic(tmp_path: Path) -> None:
+    """``networks: none`` means no NIC: a boot that would give the guest one is refused
+    before anything is made."""
+    from configdrive.compute import BootImage, BootRequest, boot
+    from configdrive.host import BackendKind, HostConfig, find_flavor
+
+    disk = tmp_path / "disk.qcow2"
+    disk.write_bytes(b"")
+    host = HostConfig(instances_path=tmp_path / "instances", backend=BackendKind.QEMU)
+    request = BootRequest(
+        spec(networks="none"), find_flavor("1"), BootImage(disk=disk), True, user_net=()
+    )
+    with pytest.raises(SpecError) as excinfo:
+        boot(request, host)
+    assert excinfo.value.field == "networks"
+    assert not (tmp_path / "instances").exists()
+
+
+def test_undescribed_nic_mac_is_novas_and_per_instance() -> None:
+    from configdrive.compute import guest_mac
+
+    first, second = spec(), spec(uuid="2c0f8b63-9e55-4d3f-8b62-4a1d7e8f9c01")
+    assert guest_mac(first).startswith("fa:16:3e:") and guest_mac(first) != guest_mac(second)
+    assert guest_mac(first) == guest_mac(spec())  # the instance's, not a fresh draw
+    assert guest_mac(spec(networks=[PORT])) == PORT["mac"]
