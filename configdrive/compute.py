@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import ipaddress
 import json
 import os
@@ -37,7 +38,7 @@ from configdrive.builder import build
 from configdrive.drive import DriveFormat
 from configdrive.errors import ConfigDriveError, SpecError
 from configdrive.host import BackendKind, Flavor, HostConfig, RegisterPolicy
-from configdrive.model import Instance
+from configdrive.model import Instance, Networking
 from configdrive.run import find_tool, run
 from configdrive.virt import Backend, get_backend
 from configdrive.virt.accel import ProbeResult, probe_accelerator
@@ -54,6 +55,7 @@ __all__ = [
     "delete",
     "domain_name",
     "find_instance",
+    "guest_mac",
     "list_instances",
     "load_image",
     "registers",
@@ -93,6 +95,16 @@ def _dhcp_address(inst: Instance) -> str | None:
             if address.version == 4 and address in USER_NET:
                 return str(address)
     return None
+
+
+def guest_mac(inst: Instance) -> str:
+    """The MAC of the guest's one NIC: the first port's; for a NIC no spec describes
+    (``networking: auto``), a nova-style ``fa:16:3e:…`` one derived from the instance UUID, so
+    that guests on one host differ (QEMU's default would give them all 52:54:00:12:34:56)."""
+    if inst.ports:
+        return inst.ports[0].mac
+    tail = hashlib.sha256(inst.uuid.encode()).digest()[:3]
+    return "fa:16:3e:" + ":".join(f"{b:02x}" for b in tail)
 
 
 def load_image(ref: str | os.PathLike[str]) -> BootImage:
@@ -332,6 +344,12 @@ def boot(
             )
         if record.uuid == inst.uuid:
             raise SpecError("uuid", f"instance {inst.uuid} already exists")
+    if request.user_net is not None and inst.networking is Networking.NONE:
+        raise SpecError(
+            "networks",
+            "is none (no NIC), but the boot gives the guest a network",
+            hint="leave networks out (a NIC no spec describes, DHCP) or describe its port",
+        )
     drive_needed = required_by(request.config_drive, host, properties)
     admin = _admin_client(host) if registers(drive_needed, host) else None
     qemu_img = find_tool("qemu-img")
@@ -405,7 +423,9 @@ def boot(
             disk_bus=properties.get("hw_disk_bus"),
             cache_mode=_cache_mode(directory),
             user_net=request.user_net,
-            nic_mac=inst.ports[0].mac if inst.ports and request.user_net is not None else None,
+            # a NIC no spec describes stays undescribed: the drive is what `build` writes,
+            # and cloud-init brings the NIC up with DHCP (QEMU's user network answers it)
+            nic_mac=guest_mac(inst) if request.user_net is not None else None,
             user_net_dhcp_start=_dhcp_address(inst) if request.user_net is not None else None,
             qmp_socket=directory / "qmp.sock" if backend.kind == "qemu" else None,
             pidfile=directory / "qemu.pid" if backend.kind == "qemu" else None,

@@ -25,6 +25,7 @@ __all__ = [
     "JSONValue",
     "KeyPair",
     "KeyType",
+    "Networking",
     "Port",
     "Route",
     "Subnet",
@@ -84,6 +85,22 @@ class DeviceBus(enum.StrEnum):
     IDE = "ide"
     XEN = "xen"
     NONE = "none"
+
+
+class Networking(enum.StrEnum):
+    """What the drive says about the guest's network (docs/formats.md, "No NIC" versus "a NIC
+    no spec describes").
+
+    ``ports``: the instance's ports, described as nova describes them. ``none``: no NIC (nova's
+    ``--nic none``): ``network_data.json`` is ``{}``, exactly as nova writes it for a server
+    without ports, so cloud-init configures nothing. ``auto``: a NIC that no spec describes (a
+    VM on a DHCP network): the drive carries no network description at all, so cloud-init
+    falls back to DHCP on the guest's NIC, whatever its MAC or interface name.
+    """
+
+    PORTS = "ports"
+    NONE = "none"
+    AUTO = "auto"
 
 
 @dataclass(frozen=True)
@@ -193,6 +210,7 @@ class Instance:
     vendor_data: Mapping[str, JSONValue] | None = None  # StaticJSON provider
     vendor_data2: Mapping[str, JSONValue] = field(default_factory=dict)  # dynamic providers
     ports: tuple[Port, ...] = ()
+    networking: Networking = Networking.AUTO  # PORTS whenever there are ports
     # EC2 view
     flavor: str = "m1.small"
     security_groups: tuple[str, ...] = ("default",)
@@ -206,6 +224,16 @@ class Instance:
     reservation_id: str | None = None  # default: derived from the uuid
     ec2_instance_id: str | None = None  # default: derived from the uuid
     floating_ip: str | None = None
+
+    def __post_init__(self) -> None:
+        # ports given -> PORTS; PORTS without ports, or NONE with ports, is a contradiction
+        if self.ports and self.networking is Networking.AUTO:
+            object.__setattr__(self, "networking", Networking.PORTS)
+        if bool(self.ports) != (self.networking is Networking.PORTS):
+            raise ValueError(
+                f"networking {self.networking} with {len(self.ports)} ports: "
+                "ports and only ports mean networking ports"
+            )
 
     @property
     def fqdn(self) -> str:

@@ -26,6 +26,7 @@ from configdrive.model import (
     DeviceKind,
     Instance,
     JSONValue,
+    Networking,
     Port,
     Subnet,
 )
@@ -34,11 +35,12 @@ __all__ = [
     "DEFAULT_AVAILABILITY_ZONE",
     "DEFAULT_SKIP_VERSIONS",
     "EC2_VERSIONS",
-    "OPENSTACK_VERSIONS",
     "Layout",
+    "OPENSTACK_VERSIONS",
     "RenderOptions",
     "Tree",
     "Urandom",
+    "describes_network",
     "ec2_metadata",
     "meta_data",
     "network_data",
@@ -436,12 +438,19 @@ def ec2_metadata(
 # The config drive tree (metadata_for_config_drive)
 
 
-def openstack_files(version: str) -> tuple[str, ...]:
-    """Names nova writes into ``openstack/<version>/`` on a drive (user_data aside), in order."""
+def describes_network(instance: Instance) -> bool:
+    """Whether the tree carries a network description: not for ``networking: auto`` (a NIC no
+    spec describes), so that cloud-init falls back to DHCP on the guest's NIC."""
+    return instance.networking is not Networking.AUTO
+
+
+def openstack_files(version: str, instance: Instance | None = None) -> tuple[str, ...]:
+    """Names nova writes into ``openstack/<version>/`` on a drive (user_data aside), in order;
+    without ``network_data.json`` for an ``instance`` that does not describe its network."""
     names = ["meta_data.json"]
     if _os_at_least(HAVANA, version):
         names.append("vendor_data.json")
-    if _os_at_least(LIBERTY, version):
+    if _os_at_least(LIBERTY, version) and (instance is None or describes_network(instance)):
         names.append("network_data.json")
     if _os_at_least(NEWTON_TWO, version):
         names.append("vendor_data2.json")
@@ -466,6 +475,8 @@ def openstack_file(
     if name == "vendor_data.json" and _os_at_least(HAVANA, version):
         return _dump(vendor_data(instance))
     if name == "network_data.json" and _os_at_least(LIBERTY, version):
+        if not describes_network(instance):
+            raise KeyError(name)
         return _dump(network_data(instance) or {})
     if name == "vendor_data2.json" and _os_at_least(NEWTON_TWO, version):
         return _dump(vendor_data2(instance))
@@ -486,7 +497,7 @@ def _config_drive_entries(
             _dump(ec2_metadata(instance, version, options=options)),
         )
     for version in (*OPENSTACK_VERSIONS, "latest"):
-        for name in openstack_files(version):
+        for name in openstack_files(version, instance):
             data = openstack_file(
                 instance, version, name, urandom=urandom, extra=extra, options=options
             )
@@ -512,47 +523,85 @@ def _yaml_scalar(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid YAML double-quoted scalar
 
 
+NOCLOUD_NIC_PREFIX = "eth"
+V6_DYNAMIC = {
+    "slaac": "ipv6_slaac",
+    "dhcpv6-stateless": "ipv6_dhcpv6-stateless",
+    "dhcpv6-stateful": "ipv6_dhcpv6-stateful",
+}
+
+
+def _v1_subnet(subnet: Subnet, version: int) -> dict[str, Any] | None:
+    """One subnet in cloud-init's network config v1, or None when the port has nothing on it.
+
+    The types are the ones cloud-init itself derives from network_data.json; a default route
+    is the subnet's ``gateway`` (every renderer of every supported version writes that as the
+    default route; a ``0.0.0.0/0`` or ``::/0`` route and netplan's ``to: default`` are not)."""
+    out: dict[str, Any]
+    if version == 6 and subnet.ipv6_address_mode is not None:
+        out = {"type": V6_DYNAMIC[subnet.ipv6_address_mode]}
+    elif subnet.dhcp:
+        out = {"type": f"dhcp{version}"}
+    elif subnet.ips:
+        prefix = ipaddress.ip_network(subnet.cidr, strict=False).prefixlen
+        out = {"type": "static" if version == 4 else "static6"}
+        out["address"] = f"{subnet.ips[0]}/{prefix}"
+        if subnet.gateway:
+            out["gateway"] = subnet.gateway
+    else:
+        return None
+    if subnet.dns:
+        out["dns_nameservers"] = list(dict.fromkeys(subnet.dns))
+    if subnet.routes:
+        out["routes"] = [
+            {
+                "network": str(net.network_address),
+                "prefix": net.prefixlen,
+                "gateway": route.gateway,
+            }
+            for route in subnet.routes
+            for net in [ipaddress.ip_network(route.cidr, strict=False)]
+        ]
+    return out
+
+
 def nocloud_network_config(instance: Instance) -> dict[str, Any] | None:
-    """Netplan-style network config v2 for the instance's ports; None when it has none."""
-    ethernets: dict[str, Any] = {}
+    """NoCloud's ``network-config``: cloud-init network config v1; None for ``networking:
+    auto`` (no file, so cloud-init falls back to DHCP), an empty config for ``none``.
+
+    Version 1, the form cloud-init itself derives from network_data.json, because every
+    supported cloud-init (22.4, 25.1, 26.x) renders it as the spec says with each of its
+    renderers (tests/test_network_renderers.py); v2 does not (``to: default`` fails before
+    25.3, ``::/0`` becomes ``::/64`` in 22.4, SLAAC has no v2 form). Each port's NIC is found
+    by its MAC and named ``eth<port index>``: cloud-init renames it so at every boot, as for
+    any v1 config; the name the guest's kernel gave it cannot be known when the drive is made.
+    """
+    if not describes_network(instance):
+        return None
+    config: list[dict[str, Any]] = []
+    nameservers: list[str] = []
     for index, port in enumerate(instance.ports):
         if not port.subnets:
             continue
-        eth: dict[str, Any] = {"match": {"macaddress": port.mac.lower()}}
+        nic: dict[str, Any] = {
+            "type": "physical",
+            "name": f"{NOCLOUD_NIC_PREFIX}{index}",
+            "mac_address": port.mac.lower(),
+        }
         if port.mtu:
-            eth["mtu"] = port.mtu
-        addresses: list[str] = []
-        routes: list[dict[str, str]] = []
-        nameservers: list[str] = []
+            nic["mtu"] = port.mtu
+        subnets = []
         for version in (4, 6):
             subnet = _first_subnet(port, version)
-            if subnet is None:
-                continue
-            if subnet.dhcp and subnet.ipv6_address_mode is None:
-                eth[f"dhcp{version}"] = True
-                continue
-            if subnet.ipv6_address_mode in ("slaac", "dhcpv6-stateless"):
-                eth["accept-ra"] = True
-            if subnet.ipv6_address_mode == "dhcpv6-stateful":
-                eth["dhcp6"] = True
-            if not subnet.ips:
-                continue
-            prefix = ipaddress.ip_network(subnet.cidr, strict=False).prefixlen
-            addresses.append(f"{subnet.ips[0]}/{prefix}")
-            if subnet.gateway:
-                routes.append({"to": "default", "via": subnet.gateway})
-            routes += [{"to": r.cidr, "via": r.gateway} for r in subnet.routes]
-            nameservers += [d for d in subnet.dns if d not in nameservers]
-        if addresses:
-            eth["addresses"] = addresses
-        if routes:
-            eth["routes"] = routes
-        if nameservers:
-            eth["nameservers"] = {"addresses": nameservers}
-        ethernets[port.devname or f"interface{index}"] = eth
-    if not ethernets:
-        return None
-    return {"version": 2, "ethernets": ethernets}
+            entry = None if subnet is None else _v1_subnet(subnet, version)
+            if entry is not None:
+                subnets.append(entry)
+                nameservers += entry.get("dns_nameservers", [])
+        nic["subnets"] = subnets
+        config.append(nic)
+    if nameservers:
+        config.append({"type": "nameserver", "address": list(dict.fromkeys(nameservers))})
+    return {"version": 1, "config": config}
 
 
 def _nocloud_vendor_data(instance: Instance) -> bytes | None:

@@ -34,6 +34,7 @@ from configdrive.model import (
     Instance,
     KeyPair,
     KeyType,
+    Networking,
     Port,
     Route,
     Subnet,
@@ -446,6 +447,26 @@ def _port_addresses(port: Port, field: str) -> Port:
     return replace(port, subnets=tuple(subnets))
 
 
+def _networks(data: Mapping[str, Any]) -> tuple[Networking, tuple[Port, ...]]:
+    """``networks``: absent or ``auto`` -> a NIC no spec describes; ``none`` or ``[]`` -> no
+    NIC (nova's ``--nic none``); a list of ports -> those ports."""
+    if "networks" not in data:
+        return Networking.AUTO, ()
+    value = data["networks"]
+    if isinstance(value, str) and value in (Networking.NONE, Networking.AUTO):
+        return Networking(value), ()
+    if value is None or isinstance(value, str):
+        raise SpecError(
+            "networks",
+            f"must be a list of ports, none or auto, not {_kind(value)}"
+            + (f" {value!r}" if isinstance(value, str) else ""),
+            hint="none: no NIC (nova's --nic none); leave it out (or auto) for a NIC that no "
+            "spec describes, which the guest configures with DHCP",
+        )
+    ports = tuple(_port(p, f"networks[{i}]") for i, p in enumerate(_list(value, "networks")))
+    return (Networking.PORTS if ports else Networking.NONE), ports
+
+
 def _device(data: object, field: str) -> Device:
     entry = _map(data, field)
     known = {"type", "bus", "address", "tags", "mac", "vlan", "vf_trusted", "serial", "path"}
@@ -635,9 +656,7 @@ def instance_from_mapping(
         groups = _list(data["security_groups"], "security_groups")
         extra["security_groups"] = tuple(_str(g, "security_groups") for g in groups)
     extra.update(_boot(data, extra.get("root_device_name", "/dev/vda")))
-    ports = tuple(
-        _port(p, f"networks[{i}]") for i, p in enumerate(_list(data.get("networks"), "networks"))
-    )
+    networking, ports = _networks(data)
     if data.get("floating_ip") is not None:
         extra["floating_ip"] = _ip(data["floating_ip"], "floating_ip", 4)
         if not any(ip for p in ports for s in p.subnets if s.version == 4 for ip in s.ips):
@@ -677,5 +696,6 @@ def instance_from_mapping(
         ),
         vendor_data2=vendor2,
         ports=ports,
+        networking=networking,
         **extra,
     )

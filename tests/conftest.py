@@ -52,81 +52,233 @@ def sh(tool: Callable[[str], str]) -> Callable[..., subprocess.CompletedProcess[
 
 
 # ---------------------------------------------------------------------------------------------
-# cloud-init as the judge: Debian 12's cloud-init 22.4.2, unpacked by scripts/setup --system
+# cloud-init as the judge: Debian's cloud-init of bookworm (22.4), trixie (25.1) and sid (26.x),
+# unpacked by scripts/setup-cloud-init, each run in a process of its own (tests/cloudinit_judge.py)
 
-import importlib  # noqa: E402
+import base64  # noqa: E402
+import contextlib  # noqa: E402
+import json  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
-import warnings  # noqa: E402
+import tempfile  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
-from types import ModuleType  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import IO, Any  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-CLOUDINIT_PATH = Path(
-    os.environ.get(
-        "CONFIGDRIVE_CLOUDINIT_PATH", ROOT / ".cache/cloud-init/root/usr/lib/python3/dist-packages"
-    )
+CLOUDINIT_CACHE = Path(os.environ.get("CONFIGDRIVE_CLOUDINIT_CACHE", ROOT / ".cache/cloud-init"))
+JUDGE_SCRIPT = Path(__file__).resolve().parent / "cloudinit_judge.py"
+
+
+@dataclass(frozen=True)
+class CloudInitRelease:
+    """One supported cloud-init: the Debian suite it comes from and the version it must be."""
+
+    suite: str
+    expect: str  # the version string's prefix: "22.4." or "26."
+
+    @property
+    def id(self) -> str:
+        return "ci" + self.expect.rstrip(".")
+
+
+# Debian 12 (the project's guest), Debian 13, and what comes next. Add a release here and every
+# cloudinit-tier test runs against it too.
+CLOUDINIT_RELEASES = (
+    CloudInitRelease("bookworm", "22.4."),
+    CloudInitRelease("trixie", "25.1."),
+    CloudInitRelease("sid", "26."),
 )
 
 
-class CloudInit:
-    """cloud-init's own readers, called the way its datasources call them."""
+class CloudInitError(Exception):
+    """An exception cloud-init raised in the judge; subclassed per cloud-init class name, so
+    ``type(exc).__name__`` is cloud-init's (``BrokenMetadata``, ``NonReadable``, ...)."""
 
-    def __init__(self, openstack: ModuleType, configdrive: ModuleType, nocloud: ModuleType,
-                 helpers: ModuleType, version: str) -> None:  # fmt: skip
-        self.openstack = openstack
-        self.configdrive = configdrive
-        self.nocloud = nocloud
-        self.helpers = helpers
-        self.version = version
+    kinds: dict[str, type[CloudInitError]] = {}
+
+    def __init__(self, message: str, module: str, trace: str) -> None:
+        super().__init__(message)
+        self.module = module
+        self.trace = trace
+
+    @classmethod
+    def named(cls, name: str) -> type[CloudInitError]:
+        if name not in cls.kinds:
+            cls.kinds[name] = type(name, (cls,), {})
+        return cls.kinds[name]
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"$bytes"}:
+            return base64.b64decode(value["$bytes"])
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+class CloudInit:
+    """One cloud-init version's own code, called the way its datasources and stages call it,
+    in a child process whose ``PYTHONPATH`` is that version's unpacked ``dist-packages``."""
+
+    def __init__(self, release: CloudInitRelease, dist_packages: Path) -> None:
+        self.release = release
+        self.dist_packages = dist_packages
+        self._stderr: IO[bytes] = tempfile.TemporaryFile()
+        env = {**os.environ, "PYTHONPATH": str(dist_packages), "PYTHONWARNINGS": "ignore"}
+        self._proc = subprocess.Popen(
+            [sys.executable, str(JUDGE_SCRIPT)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env=env,
+            text=True,
+        )
+        self.version: str = self.call("version")
+
+    @property
+    def root(self) -> Path:
+        """The unpacked package's root (``usr/lib/cloud-init/ds-identify`` is under it)."""
+        return self.dist_packages.parents[3]
+
+    def __repr__(self) -> str:
+        return f"CloudInit({self.version} from {self.release.suite})"
+
+    def _stderr_tail(self) -> str:
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace")[-4000:]
+
+    def call(self, op: str, **args: Any) -> Any:
+        """One request; cloud-init's exceptions come back as :class:`CloudInitError`s."""
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        request = {"op": op, **{k: str(v) if isinstance(v, Path) else v for k, v in args.items()}}
+        try:
+            self._proc.stdin.write(json.dumps(request) + "\n")
+            self._proc.stdin.flush()
+            line = self._proc.stdout.readline()
+        except BrokenPipeError:
+            line = ""
+        if not line:
+            pytest.fail(
+                f"the cloud-init {self.release.suite} judge died on {op}:\n{self._stderr_tail()}",
+                pytrace=False,
+            )
+        answer = json.loads(line)
+        if "error" in answer:
+            err = answer["error"]
+            raise CloudInitError.named(err["type"])(err["message"], err["module"], err["traceback"])
+        return _decode(answer["ok"])
 
     def read_config_drive(self, root: Path) -> dict[str, Any]:
         """DataSourceConfigDrive.read_config_drive: read_v2, then v1 (what it does per device)."""
-        result: dict[str, Any] = self.configdrive.read_config_drive(str(root))
+        result: dict[str, Any] = self.call("read_config_drive", path=root)
         return result
 
     def read_v2(self, root: Path) -> dict[str, Any]:
-        result: dict[str, Any] = self.openstack.ConfigDriveReader(str(root)).read_v2()
+        result: dict[str, Any] = self.call("read_v2", path=root)
         return result
 
     def convert_net_json(self, network_json: Any, known_macs: dict[str, str]) -> Any:
-        return self.openstack.convert_net_json(network_json, known_macs=known_macs)
+        return self.call("convert_net_json", network_json=network_json, known_macs=known_macs)
 
-    def nocloud_datasource(self, seed: Path, work: Path) -> Any:
-        """A whole DataSourceNoCloud reading ``seed`` as /var/lib/cloud/seed/nocloud."""
-        cloud_dir = work / "cloud"
-        (cloud_dir / "seed").mkdir(parents=True, exist_ok=True)
-        target = cloud_dir / "seed" / "nocloud"
-        if not target.exists():
-            target.symlink_to(seed.resolve())
-        paths = self.helpers.Paths({"cloud_dir": str(cloud_dir), "run_dir": str(work / "run")})
-        ds = self.nocloud.DataSourceNoCloud({}, None, paths)
-        ok = ds.get_data()
-        return ds if ok else None
+    def datasource(self, kind: str, work: Path, **args: Any) -> dict[str, Any]:
+        """A whole datasource (ConfigDrive/NoCloud on ``seed``, OpenStack/Ec2 on ``url``)
+        through ``get_data()``, and the network config ``stages.Init`` then picks with the
+        guest's ``nics`` (name -> MAC): ``result["network"] = {"source", "config"}``."""
+        result: dict[str, Any] = self.call("datasource", kind=kind, work=work, **args)
+        return result
+
+    def nocloud_datasource(self, seed: Path, work: Path, **args: Any) -> dict[str, Any] | None:
+        """DataSourceNoCloud reading ``seed`` as /var/lib/cloud/seed/nocloud; None if refused."""
+        result = self.datasource("NoCloud", work, seed=seed, **args)
+        return result if result["found"] else None
+
+    def render(
+        self, network_config: Any, renderer: str, target: Path, nics: dict[str, str] | None = None
+    ) -> dict[str, str]:
+        """cloud-init's parser and ``renderer``'s output files (relative path -> text)."""
+        files: dict[str, str] = self.call(
+            "render", network_config=network_config, renderer=renderer, target=target, nics=nics
+        )
+        return files
+
+    def read_conf_d(self, path: Path) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("read_conf_d", path=path)
+        return result
+
+    def close(self) -> None:
+        if self._proc.stdin is not None:
+            with contextlib.suppress(BrokenPipeError):
+                self._proc.stdin.close()
+        if self._proc.poll() is None:
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+        self._stderr.close()
 
 
-@pytest.fixture(scope="session")
-def cloudinit() -> CloudInit:
-    marker = CLOUDINIT_PATH / "cloudinit" / "sources" / "DataSourceConfigDrive.py"
-    if not marker.is_file():
+def _installed_versions() -> dict[str, str]:
+    listing = CLOUDINIT_CACHE / "versions"
+    try:
+        lines = listing.read_text().splitlines()
+    except OSError:
+        return {}
+    return dict(line.split(None, 1) for line in lines if line.strip())
+
+
+def _start_judge(release: CloudInitRelease) -> CloudInit:
+    version = _installed_versions().get(release.suite)
+    dist = CLOUDINIT_CACHE / str(version) / "root/usr/lib/python3/dist-packages"
+    if version is None or not (dist / "cloudinit/sources/DataSourceConfigDrive.py").is_file():
         pytest.fail(
-            f"cloud-init's reader is missing at {CLOUDINIT_PATH}: run scripts/setup --system "
-            "(scripts/test does)",
+            f"cloud-init from Debian {release.suite} is not unpacked under {CLOUDINIT_CACHE}: "
+            "run scripts/setup --system (scripts/test does), or scripts/setup-cloud-init",
             pytrace=False,
         )
-    if str(CLOUDINIT_PATH) not in sys.path:
-        sys.path.append(str(CLOUDINIT_PATH))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # cloud-init 22.4.2 predates some 3.11 deprecations
-        openstack = importlib.import_module("cloudinit.sources.helpers.openstack")
-        configdrive = importlib.import_module("cloudinit.sources.DataSourceConfigDrive")
-        nocloud = importlib.import_module("cloudinit.sources.DataSourceNoCloud")
-        helpers = importlib.import_module("cloudinit.helpers")
-        version = importlib.import_module("cloudinit.version").version_string()
-    if not version.startswith("22.4.2"):
-        pytest.fail(f"expected Debian 12's cloud-init 22.4.2, found {version}", pytrace=False)
-    return CloudInit(openstack, configdrive, nocloud, helpers, version)
+    judge = CloudInit(release, dist)
+    if not judge.version.startswith(release.expect):
+        judge.close()
+        pytest.fail(
+            f"Debian {release.suite}'s cloud-init should be {release.expect}x, "
+            f"found {judge.version} ({dist})",
+            pytrace=False,
+        )
+    return judge
+
+
+_JUDGES: dict[str, CloudInit] = {}
+
+
+def cloudinit_judge(release: CloudInitRelease) -> CloudInit:
+    """The (one, session-long) judge process of ``release``."""
+    if release.suite not in _JUDGES:
+        _JUDGES[release.suite] = _start_judge(release)
+    return _JUDGES[release.suite]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    for judge in _JUDGES.values():
+        judge.close()
+    _JUDGES.clear()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that asks for a cloud-init judge is in the ``cloudinit`` tier, marked or not."""
+    for item in items:
+        if "cloudinit" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.cloudinit)
+
+
+@pytest.fixture(scope="session", params=CLOUDINIT_RELEASES, ids=lambda r: r.id)
+def cloudinit(request: pytest.FixtureRequest) -> CloudInit:
+    """cloud-init as the judge; every test using it runs once per supported release."""
+    return cloudinit_judge(request.param)
 
 
 def extract_image(

@@ -1,8 +1,8 @@
-"""cloud-init 22.4.2 (Debian 12's package, unpacked) judges every drive we write.
+"""cloud-init 22.4, 25.1 and 26.x (Debian's packages, unpacked) judge every drive we write.
 
 Each drive is extracted by an independent tool (xorriso for ISO9660, mcopy for VFAT), never
 by our own reader, and handed to cloud-init's own datasource code; the values it reads back
-must equal the spec's.
+must equal the spec's. Every test runs once per cloud-init (the ``cloudinit`` fixture).
 """
 
 from __future__ import annotations
@@ -133,18 +133,22 @@ def test_cloud_init_accepts_nocloud(
     blkid = sh(["blkid", "-p", "-o", "export", str(image)]).stdout.decode().splitlines()
     assert "LABEL=cidata" in blkid
     root = extract(image, tmp_path / "x")
-    ds = cloudinit.nocloud_datasource(root, tmp_path / "work")
+    nics = {"ens3": inst.ports[0].mac, "ens4": inst.ports[1].mac}
+    ds = cloudinit.nocloud_datasource(root, tmp_path / "work", nics=nics)
     assert ds is not None, "cloud-init's NoCloud datasource did not accept the seed"
-    assert ds.get_instance_id() == inst.uuid
-    assert ds.metadata["local-hostname"] == inst.fqdn
-    assert ds.get_userdata_raw() == inst.user_data
-    assert ds.get_public_ssh_keys() == [inst.key_pairs[0].public_key]
-    assert ds.metadata["meta"] == dict(inst.meta) == {"role": "db"}
-    net = ds.network_config
-    assert net["version"] == 2
-    assert net["ethernets"]["tap1f6b0c52-3c"]["addresses"] == ["10.10.0.5/24", "fd00:10::5/64"]
-    assert net["ethernets"]["interface1"]["dhcp4"] is True
-    assert yaml.safe_load(ds.vendordata_raw) is not None
+    assert ds["instance_id"] == inst.uuid
+    assert ds["metadata"]["local-hostname"] == inst.fqdn
+    assert ds["userdata_raw"] == inst.user_data
+    assert ds["public_ssh_keys"] == [inst.key_pairs[0].public_key]
+    assert ds["metadata"]["meta"] == dict(inst.meta) == {"role": "db"}
+    assert yaml.safe_load(ds["vendordata_raw"]) is not None
+    # the network config cloud-init applies is the seed's (renderers: test_network_renderers)
+    assert ds["network"]["source"] == "ds"
+    physical = [c for c in ds["network"]["config"]["config"] if c["type"] == "physical"]
+    assert [(c["name"], c["mac_address"]) for c in physical] == [
+        ("eth0", inst.ports[0].mac),
+        ("eth1", inst.ports[1].mac),
+    ]
 
 
 def test_nocloud_files_travel_as_vendor_data(
@@ -155,9 +159,33 @@ def test_nocloud_files_travel_as_vendor_data(
     build(inst, image, DriveFormat.NOCLOUD)
     ds = cloudinit.nocloud_datasource(extract(image, tmp_path / "x"), tmp_path / "work")
     assert ds is not None
-    vendor = yaml.safe_load(ds.vendordata_raw)
+    vendor = yaml.safe_load(ds["vendordata_raw"])
     written = {w["path"]: base64.b64decode(w["content"]) for w in vendor["write_files"]}
     assert written == {"/" + f.path.lstrip("/"): f.content for f in inst.files}
+
+
+@pytest.mark.parametrize(("fmt", "size", "fstype"), FORMATS)
+def test_config_drive_datasource_network_config(
+    tmp_path: Path, cloudinit: Any, extract: Callable[[Path, Path], Path], fmt: DriveFormat,
+    size: int | None, fstype: str,
+) -> None:  # fmt: skip
+    """A whole DataSourceConfigDrive on the drive: the network config stages.Init picks is
+    network_data.json's, on the guest's NICs found by MAC under their own names."""
+    inst = example("dual-stack.yaml")
+    image = tmp_path / "disk.config"
+    build(inst, image, fmt, vfat_size=size)
+    nics = {"enp0s3": inst.ports[0].mac, "enp0s4": inst.ports[1].mac}
+    ds = cloudinit.datasource(
+        "ConfigDrive", tmp_path / "work", seed=extract(image, tmp_path / "x"), nics=nics,
+        instance_id=inst.uuid,
+    )  # fmt: skip
+    assert ds["found"] and ds["instance_id"] == inst.uuid
+    assert ds["network"]["source"] == "ds"
+    config = ds["network"]["config"]
+    physical = [c for c in config["config"] if c["type"] == "physical"]
+    assert [(c["name"], c["mac_address"]) for c in physical] == list(nics.items())
+    assert [s["type"] for s in physical[0]["subnets"]] == ["static", "static6"]
+    assert [s["type"] for s in physical[1]["subnets"]] == ["dhcp4", "ipv6_slaac"]
 
 
 def test_isoinfo_sees_joliet_and_rock_ridge(tmp_path: Path, sh: Run) -> None:

@@ -23,6 +23,7 @@ from configdrive.model import (
     InjectedFile,
     Instance,
     KeyPair,
+    Networking,
     Port,
     Route,
     Subnet,
@@ -62,6 +63,8 @@ def make_instance(**kw: object) -> Instance:
         project_id="p1",
     )
     base.update(kw)
+    if not base.get("ports"):  # nova's fake instances: a server without ports (--nic none)
+        base.setdefault("networking", Networking.NONE)
     return Instance(**base)  # type: ignore[arg-type]
 
 
@@ -501,11 +504,15 @@ def test_nocloud_tree() -> None:
     assert md["instance-id"] == inst.uuid and md["local-hostname"] == "myinstance.novalocal"
     assert md["public-keys"] == [KEY]
     net = yaml.safe_load(tree["network-config"])
-    eth = net["ethernets"]["interface0"]
-    assert net["version"] == 2 and eth["match"] == {"macaddress": "aa:aa:aa:aa:aa:aa"}
-    assert eth["addresses"] == ["10.10.0.2/24", "fd00::2/48"]
-    assert {"to": "default", "via": "10.10.0.1"} in eth["routes"]
-    assert eth["nameservers"]["addresses"] == ["1.2.3.4", "2.3.4.5", "1:2:3:4::", "2:3:4:5::"]
+    assert net["version"] == 1
+    nic, dns = net["config"]
+    assert nic["type"] == "physical" and nic["mac_address"] == "aa:aa:aa:aa:aa:aa"
+    assert [s["address"] for s in nic["subnets"]] == ["10.10.0.2/24", "fd00::2/48"]
+    assert [s.get("gateway") for s in nic["subnets"]] == ["10.10.0.1", "fd00::1"]
+    assert dns == {
+        "type": "nameserver",
+        "address": ["1.2.3.4", "2.3.4.5", "1:2:3:4::", "2:3:4:5::"],
+    }
     with_files = render(make_instance(), Layout.NOCLOUD)
     vendor = yaml.safe_load(with_files["vendor-data"])
     assert vendor["write_files"][0]["path"] == "/etc/network/interfaces"

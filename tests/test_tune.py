@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import importlib
 import json
 import os
 import re
@@ -38,7 +37,6 @@ pytestmark = pytest.mark.tools
 
 Sh = Callable[..., subprocess.CompletedProcess[bytes]]
 ROOT = Path(__file__).resolve().parent.parent
-DS_IDENTIFY = ROOT / ".cache/cloud-init/root/usr/lib/cloud-init/ds-identify"
 MIB = 1024 * 1024
 POLLINATE_UID = 107
 DAEMON_GID = 1
@@ -227,10 +225,11 @@ class Ext:
         self.sh(["e2fsck", "-fn", self.dev])  # exit 0: clean, nothing to fix
 
 
-def ds_identify_list(etc_root: Path) -> str:
+def ds_identify_list(etc_root: Path, cloudinit: Any) -> str:
     """ds-identify's own parse of datasource_list for a root that has etc/cloud."""
+    ds_identify = cloudinit.root / "usr/lib/cloud-init/ds-identify"
     proc = subprocess.run(
-        ["sh", "-c", f'. "{DS_IDENTIFY}"; read_datasource_list; echo "$DI_DSLIST"'],
+        ["sh", "-c", f'. "{ds_identify}"; read_datasource_list; echo "$DI_DSLIST"'],
         env={**os.environ, "DI_MAIN": "noop", "PATH_ROOT": str(etc_root)},
         capture_output=True,
         check=False,
@@ -277,11 +276,10 @@ def assert_cloudinit_accepts(cfg: str, extracted: Path, cloudinit: Any) -> None:
     }
     lines = [line for line in cfg.splitlines() if line.startswith("datasource_list")]
     assert len(lines) == 1 and re.match(r"^datasource_list: *\[.*\]$", lines[0])
-    util = importlib.import_module("cloudinit.util")  # on sys.path via the cloudinit fixture
-    merged = util.read_conf_d(str(extracted / "cloud/cloud.cfg.d"))
+    merged = cloudinit.read_conf_d(extracted / "cloud/cloud.cfg.d")
     assert merged["datasource_list"] == ["ConfigDrive", "Ec2", "NoCloud"]
     assert merged["datasource"]["Ec2"] == {"timeout": 2, "max_wait": 5}
-    assert ds_identify_list(extracted.parent) == "ConfigDrive Ec2 NoCloud"
+    assert ds_identify_list(extracted.parent, cloudinit) == "ConfigDrive Ec2 NoCloud"
 
 
 def digest(path: Path) -> tuple[str, int]:
@@ -395,21 +393,21 @@ def test_apply_to_directory_without_pollinate_or_cloud(tmp_path: Path) -> None:
 
 
 def test_later_datasource_list_is_reported(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, cloudinit: Any
 ) -> None:
     """cloud-init and ds-identify let a later-sorting cfg file win: ours sorts after Ubuntu's
     90_dpkg.cfg, and a file that sorts after ours is reported."""
     root = make_root(tmp_path / "root", pollinate=False)
     (root / "etc/cloud/cloud.cfg.d/90_dpkg.cfg").write_text("datasource_list: [ NoCloud, None ]\n")
     apply_to_directory(root)
-    assert ds_identify_list(root) == "ConfigDrive Ec2 NoCloud"  # the judge: ours wins
+    assert ds_identify_list(root, cloudinit) == "ConfigDrive Ec2 NoCloud"  # the judge: ours wins
     (root / "etc/cloud/cloud.cfg.d/99_zz-site.cfg").write_text(
         "datasource_list: [ NoCloud, None ]\n"
     )
     caplog.set_level("INFO", logger="configdrive.tune")
     apply_to_directory(root)
     assert "99_zz-site.cfg also sets datasource_list" in caplog.text
-    assert ds_identify_list(root) == "NoCloud None"  # the judge agrees: ours is overridden
+    assert ds_identify_list(root, cloudinit) == "NoCloud None"  # the judge: ours is overridden
 
 
 # ---------------------------------------------------------------------------------------------

@@ -162,7 +162,9 @@ def add_instance_args(b: argparse.ArgumentParser) -> None:
         metavar="K=V[,K=V…]",
         help="add a port: mac=, net-id=, port-id=, v4-fixed-ip=, v4-cidr=, "
         "v4-gateway=, v6-fixed-ip=, v6-cidr=, v6-gateway=, v6-mode=, dns= "
-        "(repeat), dhcp=true, mtu=, devname=, vif-type= (repeatable)",
+        "(repeat), dhcp=true, mtu=, devname=, vif-type= (repeatable); or alone: "
+        "none (no NIC: network_data.json is {}) or auto (the default: a NIC no spec "
+        "describes, no network description on the drive, so the guest uses DHCP)",
     )
     b.add_argument(
         "--network-file",
@@ -304,6 +306,20 @@ def _name_devices(data: dict[str, Any], added: list[tuple[str, str | None]]) -> 
     data["block_devices"] = devices
 
 
+def _nics(texts: list[str]) -> list[dict[str, Any]] | str:
+    """``--nic none`` / ``--nic auto`` as nova boot spells them (alone), else ports."""
+    modes = [t for t in texts if t in ("none", "auto")]
+    if modes:
+        if len(texts) > 1:
+            raise SpecError(
+                "nic",
+                f"--nic {modes[0]} cannot be combined with another --nic",
+                hint="none: no NIC; auto: one NIC no spec describes (DHCP); or give ports",
+            )
+        return modes[0]
+    return [_nic(text, i) for i, text in enumerate(texts)]
+
+
 def spec_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], Path | None]:
     """The spec file (if any) with the flags merged over it."""
     data: dict[str, Any] = {}
@@ -354,7 +370,7 @@ def spec_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], Path | Non
         nets = parse_spec_text(read_input(args.network_file, "network_file"), args.network_file)
         data["networks"] = nets.get("networks", nets) if isinstance(nets, dict) else nets
     elif args.nic:
-        data["networks"] = [_nic(text, i) for i, text in enumerate(args.nic)]
+        data["networks"] = _nics(args.nic)
     if args.image_id:
         data["boot_source"] = "image"
         data["image_id"] = _uuid_flag(args.image_id, "image_id")

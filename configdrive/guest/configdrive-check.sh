@@ -7,6 +7,10 @@
 #
 #   begin | <key>=<value> | file <path> <base64 of its content, or MISSING> | end
 #
+# net_* are `ip -o` listings (links, addresses, routes) once the boot has finished;
+# cloud_network is the network config cloud-init rendered, network_events its log lines
+# saying where that config came from (a datasource, or its DHCP fallback).
+#
 # Values named *_b64 are base64 (no line breaks). configdrive.image.parse_check_report reads
 # this format: keep it. Kernel cmdline "configdrive.poweroff=1": power off when done.
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -146,6 +150,12 @@ esac
 # systemd-analyze refuses while start jobs are queued: wait for the boot to finish.
 say "system_state=$(timeout 600 systemctl is-system-running --wait 2>/dev/null)"
 say "uptime_finished=$(uptime_now)"
+# The network as the guest has it once booted, and what cloud-init wrote and chose for it
+say "net_links_b64=$(ip -o link show 2>/dev/null | b64)"
+say "net_addr_b64=$(ip -o addr show 2>/dev/null | b64)"
+say "net_route_b64=$( { ip -o -4 route show; ip -o -6 route show; } 2>/dev/null | b64)"
+say "cloud_network_b64=$(for f in /etc/network/interfaces.d/50-cloud-init /etc/netplan/50-cloud-init.yaml /etc/systemd/network/10-cloud-init-*.network; do if [ -r "$f" ]; then printf '# %s\n' "$f"; cat "$f"; fi; done | b64)"
+say "network_events_b64=$(grep -E 'Applying network configuration from|network config is disabled|Renaming|rename' /var/log/cloud-init.log 2>/dev/null | b64)"
 say "time_b64=$(systemd-analyze time 2>&1 | b64)"
 say "blame_b64=$(systemd-analyze blame --no-pager 2>&1 | head -n 30 | b64)"
 say "critical_chain_b64=$(systemd-analyze critical-chain --no-pager 2>&1 | b64)"

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from configdrive.errors import ConfigDriveError
-from configdrive.model import Device, DeviceKind, Instance, Port, Subnet
+from configdrive.model import Device, DeviceKind, Instance, Networking, Port, Subnet
 from configdrive.spec import sanitize_hostname
 
 __all__ = [
@@ -108,7 +108,6 @@ def instance_spec(instance: Instance) -> dict[str, Any]:
         "security_groups": list(instance.security_groups),
         "root_device_name": instance.root_device_name,
         "meta": dict(instance.meta),
-        "networks": [_port(p) for p in instance.ports],
         "devices": [_device(d) for d in instance.devices],
         "dedicated_cpus": sorted(instance.dedicated_cpus),
         "vendor_data2": dict(instance.vendor_data2),
@@ -121,6 +120,8 @@ def instance_spec(instance: Instance) -> dict[str, Any]:
     # may hold latin-1 letters the API refuses) is derived again
     if instance.hostname != sanitize_hostname(instance.name, default=f"Server-{instance.uuid}"):
         spec["hostname"] = instance.hostname
+    if instance.networking is not Networking.AUTO:  # absent: a NIC no spec describes
+        spec["networks"] = [_port(p) for p in instance.ports] or str(Networking.NONE)
     if instance.key_pairs:
         spec["keys"] = [
             {"name": k.name, "public_key": k.public_key, "type": str(k.type)}

@@ -64,7 +64,7 @@ def prepare_spec(data: Mapping[str, Any]) -> tuple[Instance, dict[str, Any]]:
     fixed = dict(data)
     fixed["uuid"] = instance.uuid
     fixed["project_id"] = instance.project_id
-    if fixed.get("networks"):
+    if instance.ports:
         networks = []
         for entry, port in zip(fixed["networks"], instance.ports, strict=True):
             networks.append({**entry, "id": port.id, "network_id": port.network_id})

@@ -220,7 +220,7 @@ def _os_file(instance: Instance, version: str, name: str, urandom: Callable[[int
 
 
 def _openstack_tree(instance: Instance, version: str) -> dict[str, Resource]:
-    names = list(openstack_files(version))
+    names = list(openstack_files(version, instance))
     out: dict[str, Resource] = {}
     for name in names:
         body = _seeded(functools.partial(_os_file, instance, version, name))
