@@ -33,6 +33,7 @@ from configdrive.model import (
     Port,
     Route,
     Subnet,
+    derived_id,
 )
 
 __all__ = [
@@ -378,14 +379,17 @@ def _subnet(data: object, field: str) -> Subnet:
     )
 
 
-def _port(data: object, field: str) -> Port:
+def _port(data: object, field: str, instance_uuid: str, index: int) -> Port:
     entry = _map(data, field)
     _unknown(entry, {"mac", "id", "network_id", "devname", "vif_type", "mtu", "subnets"}, field)
     extra: dict[str, Any] = {}
-    if entry.get("id") is not None:
-        extra["id"] = _uuid_field(entry["id"], f"{field}.id")
-    if entry.get("network_id") is not None:
-        extra["network_id"] = _uuid_field(entry["network_id"], f"{field}.network_id")
+    for key, what in (("id", "port"), ("network_id", "network")):  # default: from the uuid
+        value = entry.get(key)
+        extra[key] = (
+            _uuid_field(value, f"{field}.{key}")
+            if value is not None
+            else str(derived_id(instance_uuid, f"{what}/{index}"))
+        )
     mtu = entry.get("mtu")
     subnets = tuple(
         _subnet(s, f"{field}.subnets[{j}]")
@@ -563,7 +567,7 @@ def instance_from_mapping(
         ),
         vendor_data2=vendor2,
         ports=tuple(
-            _port(p, f"networks[{i}]")
+            _port(p, f"networks[{i}]", uuid, i)
             for i, p in enumerate(_list(data.get("networks"), "networks"))
         ),
         **extra,

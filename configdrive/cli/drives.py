@@ -15,6 +15,7 @@ from configdrive.cli._common import EXIT_FAIL, EXIT_OK, UsageError, pair
 from configdrive.drive import NOVA_VFAT_SIZE, DriveFormat
 from configdrive.errors import SpecError
 from configdrive.inspection import Inspection, network_file_warning
+from configdrive.model import derived_id
 from configdrive.render import DEFAULT_SKIP_VERSIONS, RenderOptions, Tree
 from configdrive.spec import Limits, instance_from_mapping, load_spec, parse_spec_text, read_input
 
@@ -155,9 +156,11 @@ def _size(text: str) -> int | None:
     return int(match.group(1)) * scale
 
 
-def _random_mac() -> str:
-    tail = _uuid.uuid4().bytes[:3]
-    return "fa:16:3e:" + ":".join(f"{b:02x}" for b in tail)
+def _default_mac(instance_uuid: str | None, index: int) -> str:
+    """nova's fa:16:3e prefix; the rest derived from the instance's uuid when the spec or
+    --uuid gives one (the same drive, build after build), else random."""
+    raw = derived_id(instance_uuid, f"mac/{index}") if instance_uuid else _uuid.uuid4()
+    return "fa:16:3e:" + ":".join(f"{b:02x}" for b in raw.bytes[:3])
 
 
 NIC_KEYS = {
@@ -166,7 +169,7 @@ NIC_KEYS = {
 }  # fmt: skip
 
 
-def _nic(text: str, index: int) -> dict[str, Any]:
+def _nic(text: str, index: int, instance_uuid: str | None) -> dict[str, Any]:
     field = f"nic[{index}]"
     values: dict[str, list[str]] = {}
     for item in text.split(","):
@@ -175,7 +178,8 @@ def _nic(text: str, index: int) -> dict[str, Any]:
             raise SpecError(field, f"unknown key {key!r} (known: {', '.join(sorted(NIC_KEYS))})")
         values.setdefault(key, []).append(value)
     one = {k: v[-1] for k, v in values.items()}
-    port: dict[str, Any] = {"mac": one.get("mac") or _random_mac(), "subnets": []}
+    port: dict[str, Any] = {"mac": one.get("mac") or _default_mac(instance_uuid, index),
+                            "subnets": []}  # fmt: skip
     for src, dst in (("port-id", "id"), ("net-id", "network_id"), ("devname", "devname"),
                      ("vif-type", "vif_type"), ("mtu", "mtu")):  # fmt: skip
         if src in one:
@@ -252,7 +256,9 @@ def spec_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], Path | Non
         nets = parse_spec_text(read_input(args.network_file, "network_file"), args.network_file)
         data["networks"] = nets.get("networks", nets) if isinstance(nets, dict) else nets
     elif args.nic:
-        data["networks"] = [_nic(text, i) for i, text in enumerate(args.nic)]
+        uuid = data.get("uuid")
+        uuid = str(uuid) if uuid is not None else None
+        data["networks"] = [_nic(text, i, uuid) for i, text in enumerate(args.nic)]
     if args.vendor_data:
         raw = read_input(args.vendor_data, "vendor_data")
         try:
