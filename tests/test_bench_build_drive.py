@@ -30,6 +30,9 @@ def test_short_run_writes_results(tmp_path: Path, tool: Callable[[str], str]) ->
     assert report["disks"][1]["filesystem"]["type"] == "tmpfs"
     for disk in report["disks"]:
         assert len(disk["median_ms"]) == 6 and all(v > 0 for v in disk["median_ms"].values())
+        assert len(disk["parts_median_ms"]) == 4 and all(
+            v > 0 for v in disk["parts_median_ms"].values()
+        )
         assert all(len(v) == 2 for v in disk["round_median_ms"].values())
         for stat in disk["ratio"].values():
             assert 0 < stat["min"] <= stat["median"] <= stat["max"]
