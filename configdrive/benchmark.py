@@ -39,7 +39,7 @@ from configdrive.host import Accelerator, BackendKind, HostConfig, find_flavor
 from configdrive.image import ImageVariant, build_image, parse_check_report
 from configdrive.model import Instance
 from configdrive.service.client import AdminClient
-from configdrive.service.proxychain import HopSpec
+from configdrive.service.config import HopSpec
 from configdrive.spec import instance_from_mapping, load_spec
 from configdrive.timeline import ConsoleWatcher, build_timeline
 from configdrive.virt.domain import USER_NET, GuestFwd

@@ -52,9 +52,14 @@ def build(
     force: bool = False,
     vfat_size: int | None = None,
     timestamp: datetime | None = None,
+    urandom: Urandom = os.urandom,
 ) -> BuildResult:
-    """Render ``instance`` and write it atomically as a ``fmt`` drive at ``output``."""
-    tree = render_for(instance, fmt, options)
+    """Render ``instance`` and write it atomically as a ``fmt`` drive at ``output``.
+
+    Everything on the drive is dated ``timestamp`` (default: ``SOURCE_DATE_EPOCH`` or now);
+    the ``random_seed`` values come from ``urandom``: with both fixed, equal instances give
+    byte-identical drives."""
+    tree = render_for(instance, fmt, options, urandom=urandom)
     size = write_drive(
         tree,
         output,

@@ -29,9 +29,24 @@ __all__ = [
     "Port",
     "Route",
     "Subnet",
+    "derived_id",
 ]
 
 JSONValue = Any
+
+# The namespace of the ids configdrive derives from an instance's uuid when a spec leaves them
+# out (project_id; in specs also port and network ids, --nic MACs): the same uuid gives the
+# same drive, build after build (docs/formats.md, "Reproducible drives").
+_DERIVED_IDS = _uuid.uuid5(_uuid.NAMESPACE_DNS, "derived-ids.configdrive.invalid")
+
+
+def derived_id(instance_uuid: str, what: str) -> _uuid.UUID:
+    """The stable id of ``what`` (``"project"``, ``"port/0"``…) of the instance ``instance_uuid``:
+    a name-based UUID (RFC 9562 version 5), so it reveals nothing and never collides by chance
+    with another instance's."""
+    return _uuid.uuid5(_DERIVED_IDS, f"{instance_uuid}/{what}")
+
+
 """A value that ``json.dumps`` accepts (dict/list/str/int/float/bool/None)."""
 
 
@@ -203,7 +218,7 @@ class Instance:
     meta: Mapping[str, str] = field(default_factory=dict)
     availability_zone: str | None = None  # None: the host's zone (RenderOptions)
     launch_index: int = 0
-    project_id: str = field(default_factory=lambda: _uuid.uuid4().hex)
+    project_id: str = ""  # "" means derived from the uuid (keystone's 32 hex digits)
     admin_pass: str | None = None
     devices: tuple[Device, ...] = ()
     dedicated_cpus: frozenset[int] = frozenset()  # a set in nova (NUMA cells' pcpuset)
@@ -234,6 +249,8 @@ class Instance:
                 f"networking {self.networking} with {len(self.ports)} ports: "
                 "ports and only ports mean networking ports"
             )
+        if not self.project_id:
+            object.__setattr__(self, "project_id", derived_id(self.uuid, "project").hex)
 
     @property
     def fqdn(self) -> str:
@@ -254,7 +271,7 @@ class Instance:
             return ""
         if self.image_id:
             return self.image_id
-        return str(_uuid.uuid5(_uuid.UUID(self.uuid), "image"))
+        return str(derived_id(self.uuid, "image"))
 
     @property
     def ec2_ami_id(self) -> str | None:

@@ -38,6 +38,7 @@ from configdrive.model import (
     Port,
     Route,
     Subnet,
+    derived_id,
 )
 
 __all__ = [
@@ -389,14 +390,17 @@ def _subnet(data: object, field: str) -> Subnet:
     )
 
 
-def _port(data: object, field: str) -> Port:
+def _port(data: object, field: str, instance_uuid: str, index: int) -> Port:
     entry = _map(data, field)
     _unknown(entry, {"mac", "id", "network_id", "devname", "vif_type", "mtu", "subnets"}, field)
     extra: dict[str, Any] = {}
-    if entry.get("id") is not None:
-        extra["id"] = _uuid_field(entry["id"], f"{field}.id")
-    if entry.get("network_id") is not None:
-        extra["network_id"] = _uuid_field(entry["network_id"], f"{field}.network_id")
+    for key, what in (("id", "port"), ("network_id", "network")):  # default: from the uuid
+        value = entry.get(key)
+        extra[key] = (
+            _uuid_field(value, f"{field}.{key}")
+            if value is not None
+            else str(derived_id(instance_uuid, f"{what}/{index}"))
+        )
     mtu = entry.get("mtu")
     subnets = tuple(
         _subnet(s, f"{field}.subnets[{j}]")
@@ -447,7 +451,7 @@ def _port_addresses(port: Port, field: str) -> Port:
     return replace(port, subnets=tuple(subnets))
 
 
-def _networks(data: Mapping[str, Any]) -> tuple[Networking, tuple[Port, ...]]:
+def _networks(data: Mapping[str, Any], uuid: str) -> tuple[Networking, tuple[Port, ...]]:
     """``networks``: absent or ``auto`` -> a NIC no spec describes; ``none`` or ``[]`` -> no
     NIC (nova's ``--nic none``); a list of ports -> those ports."""
     if "networks" not in data:
@@ -463,7 +467,9 @@ def _networks(data: Mapping[str, Any]) -> tuple[Networking, tuple[Port, ...]]:
             hint="none: no NIC (nova's --nic none); leave it out (or auto) for a NIC that no "
             "spec describes, which the guest configures with DHCP",
         )
-    ports = tuple(_port(p, f"networks[{i}]") for i, p in enumerate(_list(value, "networks")))
+    ports = tuple(
+        _port(p, f"networks[{i}]", uuid, i) for i, p in enumerate(_list(value, "networks"))
+    )
     return (Networking.PORTS if ports else Networking.NONE), ports
 
 
@@ -656,7 +662,7 @@ def instance_from_mapping(
         groups = _list(data["security_groups"], "security_groups")
         extra["security_groups"] = tuple(_str(g, "security_groups") for g in groups)
     extra.update(_boot(data, extra.get("root_device_name", "/dev/vda")))
-    networking, ports = _networks(data)
+    networking, ports = _networks(data, uuid)
     if data.get("floating_ip") is not None:
         extra["floating_ip"] = _ip(data["floating_ip"], "floating_ip", 4)
         if not any(ip for p in ports for s in p.subnets if s.version == 4 for ip in s.ips):

@@ -12,7 +12,7 @@ import random
 import re
 import subprocess
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -312,6 +312,74 @@ def test_blkid_type_label_and_date(sh: Sh, tmp_path: Path, label: str) -> None:
     assert tags["TYPE"] == "iso9660"
     assert tags["LABEL"] == label
     assert tags["UUID"] == "2024-05-06-07-08-09-00"  # libblkid derives it from the creation date
+
+
+DATED_TREE = {
+    "openstack/latest/meta_data.json": b"{}",
+    "openstack/content/0000": b"x",
+    "ec2/latest/meta-data.json": b"{}",
+    "top.txt": b"t",
+}
+DATED_DIRS, DATED_FILES = 5, 4  # below the root: what every reader must list
+
+
+@pytest.mark.tools
+@pytest.mark.parametrize(
+    "ts",
+    [
+        datetime(2031, 2, 3, 4, 5, 7, tzinfo=UTC),  # odd second, kept: ISO dates are 1 s
+        datetime(2031, 2, 3, 5, 35, 7, tzinfo=timezone(timedelta(hours=1, minutes=30))),
+        datetime(1970, 1, 1),  # SOURCE_DATE_EPOCH=0, the reproducible-builds default
+    ],
+    ids=["utc", "offset", "epoch"],
+)
+def test_every_recorded_date_reads_back(
+    sh: Sh, tool: Callable[[str], str], tmp_path: Path, ts: datetime
+) -> None:
+    """Directory records (primary and Joliet), Rock Ridge TF entries and the volume
+    descriptors' dates, each read by a tool that decodes that structure itself."""
+    utc = ts.astimezone(UTC) if ts.tzinfo else ts.replace(tzinfo=UTC)
+    img = tmp_path / "dated.iso"
+    img.write_bytes(iso9660_image(DATED_TREE, label="config-2", timestamp=ts))
+    # xorriso extracts with each tree's own dates: Rock Ridge TF, Joliet records, primary records
+    for read_fs in ("any", "norock", "ecma119"):
+        out = tmp_path / read_fs
+        proc = subprocess.run(
+            [tool("xorriso"), "-read_fs", read_fs, "-osirrox", "on", "-indev", str(img),
+             "-extract", "/", str(out)],
+            capture_output=True, env={**os.environ, "TZ": "UTC"}, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr.decode()
+        entries = [out, *out.rglob("*")]
+        assert len(entries) == 1 + DATED_DIRS + DATED_FILES, entries
+        mtimes = {str(p.relative_to(out)): p.stat().st_mtime for p in entries}
+        assert mtimes == dict.fromkeys(mtimes, utc.timestamp()), (read_fs, mtimes)
+    # isoinfo prints every record's own date (".", ".." included), primary and Joliet
+    day = f"{utc:%b} {utc.day:2d} {utc.year}"
+    for joliet in ([], ["-J"]):
+        listing = sh(["isoinfo", "-i", str(img), *joliet, "-l"]).stdout.decode()
+        records = re.findall(r"^[d-]-{9} .*$", listing, re.M)
+        # "." and ".." in every directory, the root's included, then one record per entry
+        assert len(records) == 2 * (1 + DATED_DIRS) + DATED_DIRS + DATED_FILES, listing
+        assert all(f" {day} [" in r for r in records), listing
+    # the primary volume descriptor's four dates (8.4.26-29): expiration stays unset
+    info = sh(["xorriso", "-indev", str(img), "-pvd_info"]).stdout.decode()
+    stamp = f"{utc:%Y%m%d%H%M%S}00"
+    for key in ("Creation Time", "Modif. Time", "Eff. Time"):
+        assert re.search(rf"^{re.escape(key)}\s*: {stamp}$", info, re.M), (key, info)
+    assert re.search(r"^Expir\. Time\s*: 0{16}$", info, re.M), info
+    # the Joliet SVD carries the same four (Ecma-119 8.5: same offsets as the PVD, 813-880);
+    # both descriptors' root records (8.4.18, at 156) date the root as 9.1.5 says: years since
+    # 1900, month, day, hour, minute, second, GMT offset
+    raw = img.read_bytes()
+    pvd, svd = raw[16 * 2048 : 17 * 2048], raw[17 * 2048 : 18 * 2048]
+    assert (pvd[:6], svd[:6]) == (b"\x01CD001", b"\x02CD001")
+    dates = [svd[813 + 17 * i : 830 + 17 * i] for i in range(4)]
+    assert dates == [stamp.encode() + b"\0", stamp.encode() + b"\0", b"0" * 16 + b"\0",
+                     stamp.encode() + b"\0"]  # fmt: skip
+    for vd in (pvd, svd):
+        y, mo, d, h, mi, sec, offset = vd[156 + 18 : 156 + 25]
+        assert datetime(1900 + y, mo, d, h, mi, sec, tzinfo=UTC) == utc and offset == 0
 
 
 @pytest.mark.tools

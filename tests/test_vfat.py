@@ -5,11 +5,11 @@ from __future__ import annotations
 import io
 import os
 import re
+import struct
 import subprocess
 import tempfile
-import timeit
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,7 @@ from configdrive.drive.vfat import (
     vfat_image,
     write_vfat,
 )
-from configdrive.errors import DriveError, InvalidDrive
+from configdrive.errors import DriveError, InvalidDrive, SpecError
 
 Sh = Callable[..., subprocess.CompletedProcess[bytes]]
 TS = datetime(2024, 5, 6, 7, 8, 10)
@@ -286,6 +286,88 @@ def test_timestamps_and_serial_come_from_timestamp(sh: Sh, tmp_path: Path) -> No
     assert b[39:43] == a[39:43]  # BS_VolID: same timestamp, same serial
 
 
+DATED_TREE = {
+    "openstack/latest/meta_data.json": b"{}",
+    "openstack/content/0000": b"x",
+    "ec2/latest/meta-data.json": b"{}",
+    "top.txt": b"t",
+}
+DATED_DIRS, DATED_FILES = 5, 4
+PLUS_90 = timezone(timedelta(hours=1, minutes=30))
+
+
+def _dos(date: int, time: int = 0) -> datetime:
+    """fatgen103 "Date and Time Formats", decoded here: the test's own reading."""
+    return datetime(1980 + (date >> 9), date >> 5 & 15, date & 31,
+                    time >> 11, time >> 5 & 63, 2 * (time & 31))  # fmt: skip
+
+
+@pytest.mark.tools
+@pytest.mark.parametrize(
+    ("ts", "created", "written"),
+    [  # (timestamp, creation time kept to 10 ms, write time in 2-second units)
+        (
+            datetime(2031, 2, 3, 4, 5, 7, tzinfo=UTC),
+            datetime(2031, 2, 3, 4, 5, 7),
+            datetime(2031, 2, 3, 4, 5, 6),
+        ),
+        (
+            datetime(2031, 2, 3, 4, 5, 8, 370000),
+            datetime(2031, 2, 3, 4, 5, 8, 370000),
+            datetime(2031, 2, 3, 4, 5, 8),
+        ),
+        (
+            datetime(2031, 2, 3, 5, 35, 9, tzinfo=PLUS_90),
+            datetime(2031, 2, 3, 4, 5, 9),
+            datetime(2031, 2, 3, 4, 5, 8),
+        ),
+        (datetime(1970, 1, 1, tzinfo=UTC), datetime(1980, 1, 1), datetime(1980, 1, 1)),
+        (
+            datetime(2200, 1, 1, tzinfo=UTC),
+            datetime(2107, 12, 31, 23, 59, 59),
+            datetime(2107, 12, 31, 23, 59, 58),
+        ),
+    ],  # fmt: skip
+    ids=["odd-second", "hundredths", "offset", "before-1980", "after-2107"],
+)
+def test_dos_dates_and_seconds_read_back(
+    tool: Callable[[str], str], tmp_path: Path, ts: datetime, created: datetime, written: datetime
+) -> None:
+    img = tmp_path / "dated.img"
+    img.write_bytes(vfat_image(DATED_TREE, label="config-2", timestamp=ts))
+    # mtools decodes DIR_WrtDate/DIR_WrtTime: mdir prints the date and the minute of every
+    # entry, mcopy -m sets each extracted entry's mtime from them (its seconds are checked as
+    # the time of day: mtools counts 2100 as a leap year, so its dates after February 2100 are
+    # a day late)
+    env = {**os.environ, "TZ": "UTC"}
+    listing = subprocess.run([tool("mdir"), "-/", "-i", str(img), "::"], capture_output=True,
+                             env=env, check=True).stdout.decode()  # fmt: skip
+    shown = re.findall(r" (\d{4}-\d\d-\d\d) +(\d+):(\d\d) ", listing)
+    assert len(shown) == 3 * DATED_DIRS + DATED_FILES, listing  # ".", ".." and entries
+    assert set(shown) == {(f"{written:%Y-%m-%d}", str(written.hour), f"{written:%M}")}, listing
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.run([tool("mcopy"), "-s", "-m", "-n", "-i", str(img), "::/", str(out)],
+                          capture_output=True, env=env, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr.decode()
+    mtimes = {str(p.relative_to(out)): p.stat().st_mtime % 86400 for p in out.rglob("*")}
+    assert len(mtimes) == DATED_DIRS + DATED_FILES, mtimes
+    of_day = written.hour * 3600 + written.minute * 60 + written.second
+    assert mtimes == dict.fromkeys(mtimes, of_day), mtimes
+    # every short entry (the label, ".", "..", directories, files), decoded at fatgen103's
+    # offsets: CrtTimeTenth 13, CrtTime 14, CrtDate 16, LstAccDate 18, WrtTime 22, WrtDate 24
+    raw = img.read_bytes()
+    entries = [raw[o : o + 32] for o in range(0, len(raw), 32)
+               if raw[o] not in (0, 0xE5) and raw[o + 11] in (0x08, 0x10, 0x20)]  # fmt: skip
+    assert len(entries) == 1 + 3 * DATED_DIRS + DATED_FILES, len(entries)
+    for e in entries:
+        tenth, ctime, cdate, adate = e[13], *struct.unpack_from("<HHH", e, 14)
+        wtime, wdate = struct.unpack_from("<HH", e, 22)
+        assert _dos(wdate, wtime) == written, e
+        assert _dos(cdate, ctime) + timedelta(milliseconds=10 * tenth) == created, e
+        assert 0 <= tenth <= 199 and _dos(adate) == written.replace(hour=0, minute=0, second=0)
+
+
 @pytest.mark.tools
 def test_corrupt_lfn_checksum_falls_back_to_short_name(sh: Sh, tmp_path: Path) -> None:
     data = bytearray(vfat_image({"lower-case-name.txt": b"x"}, label="config-2"))
@@ -348,12 +430,17 @@ def test_reader_reads_own_image(tree: dict[str, bytes], mode: str) -> None:
     assert got == VfatContents("config-2", tree, 16 if mode == "nova" else 12)
 
 
-def test_deterministic(tree: dict[str, bytes]) -> None:
+def test_deterministic(tree: dict[str, bytes], monkeypatch: pytest.MonkeyPatch) -> None:
     a = vfat_image(tree, label="config-2", timestamp=TS)
     b = vfat_image(dict(reversed(list(tree.items()))), label="config-2", timestamp=TS)
     assert a == b
-    assert vfat_image(tree, label="config-2") == vfat_image(tree, label="config-2")
     assert vfat_image(tree, label="config-2", timestamp=datetime(2024, 5, 7)) != a
+    # no timestamp: SOURCE_DATE_EPOCH, the build time the whole drive shares
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", str(int(TS.replace(tzinfo=UTC).timestamp())))
+    assert vfat_image(tree, label="config-2") == a
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1714979290.5")
+    with pytest.raises(SpecError, match="SOURCE_DATE_EPOCH: '1714979290.5' is not a whole"):
+        vfat_image(tree, label="config-2")
 
 
 def test_write_is_sparse_and_returns_size(tree: dict[str, bytes]) -> None:
@@ -371,10 +458,26 @@ def test_write_is_sparse_and_returns_size(tree: dict[str, bytes]) -> None:
     assert Counting.written < 2 * 1024 * 1024
 
 
-def test_fit_mode_is_fast() -> None:
+def test_fit_mode_writes_the_tree_not_a_blank_volume() -> None:
+    """What made fit mode slow would be writing (or zeroing) more than the tree needs: only
+    the metadata areas and the file bytes are written, and the volume is sized to the tree."""
     tree = {f"openstack/v{v}/file{i}.json": b"x" * 1024 for v in range(3) for i in range(20)}
-    best = min(timeit.repeat(lambda: vfat_image(tree, label="config-2"), number=20, repeat=5))
-    assert best / 20 < 0.025  # ~1 ms measured; generous for loaded machines
+
+    class Counting(io.BytesIO):
+        written = 0
+
+        def write(self, b: object) -> int:
+            n = super().write(b)  # type: ignore[arg-type]
+            Counting.written += n
+            return n
+
+    out = Counting()
+    size = write_vfat(tree, out, label="config-2", timestamp=TS)
+    data = sum(map(len, tree.values()))  # 60 KiB in 60 files of one 2 KiB cluster or less
+    assert size < 4 * data  # not 64 MiB: sized to fit, clusters and slack included
+    metadata = 512 + 2 * 512 + 512 * 32 + 4 * 2048  # boot, FATs (< 1 sector), root, 4 dirs
+    assert data + metadata < size  # so a writer that zero-fills the volume fails below
+    assert data <= Counting.written <= data + metadata, (Counting.written, data, metadata)
 
 
 @pytest.mark.parametrize(

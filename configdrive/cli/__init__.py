@@ -15,7 +15,12 @@ from typing import NoReturn
 
 from configdrive import __version__
 from configdrive.cli import drives, guests, service
-from configdrive.cli._common import EXIT_FAIL, EXIT_USAGE, UsageError
+from configdrive.cli._common import (
+    EXIT_FAIL,
+    EXIT_USAGE,
+    UsageError,
+    missing_extra,
+)
 from configdrive.errors import ConfigDriveError, SpecError
 
 __all__ = ["main", "make_parser"]
@@ -60,9 +65,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    what = " ".join(v for v in (args.verb, getattr(args, "bench_verb", None)) if v)
     try:
         code: int = args.handler(args)
         return code
+    except ModuleNotFoundError as exc:  # an extra's module, imported by the verb that needs it
+        missing = missing_extra(exc, what)
+        if missing is None or args.debug:
+            raise
+        _fail(str(missing), missing.hint, EXIT_FAIL)
     except (SpecError, UsageError) as exc:
         if args.debug:
             raise

@@ -16,6 +16,7 @@ from configdrive.constraints import az_name
 from configdrive.drive import NOVA_VFAT_SIZE, DriveFormat
 from configdrive.errors import SpecError
 from configdrive.inspection import Inspection, network_file_warning
+from configdrive.model import derived_id
 from configdrive.render import (
     DEFAULT_AVAILABILITY_ZONE,
     DEFAULT_SKIP_VERSIONS,
@@ -197,9 +198,11 @@ def _size(text: str) -> int | None:
     return int(match.group(1)) * scale
 
 
-def _random_mac() -> str:
-    tail = _uuid.uuid4().bytes[:3]
-    return "fa:16:3e:" + ":".join(f"{b:02x}" for b in tail)
+def _default_mac(instance_uuid: str | None, index: int) -> str:
+    """nova's fa:16:3e prefix; the rest derived from the instance's uuid when the spec or
+    --uuid gives one (the same drive, build after build), else random."""
+    raw = derived_id(instance_uuid, f"mac/{index}") if instance_uuid else _uuid.uuid4()
+    return "fa:16:3e:" + ":".join(f"{b:02x}" for b in raw.bytes[:3])
 
 
 NIC_KEYS = {
@@ -208,7 +211,7 @@ NIC_KEYS = {
 }  # fmt: skip
 
 
-def _nic(text: str, index: int) -> dict[str, Any]:
+def _nic(text: str, index: int, instance_uuid: str | None) -> dict[str, Any]:
     field = f"nic[{index}]"
     values: dict[str, list[str]] = {}
     for item in text.split(","):
@@ -217,7 +220,8 @@ def _nic(text: str, index: int) -> dict[str, Any]:
             raise SpecError(field, f"unknown key {key!r} (known: {', '.join(sorted(NIC_KEYS))})")
         values.setdefault(key, []).append(value)
     one = {k: v[-1] for k, v in values.items()}
-    port: dict[str, Any] = {"mac": one.get("mac") or _random_mac(), "subnets": []}
+    port: dict[str, Any] = {"mac": one.get("mac") or _default_mac(instance_uuid, index),
+                            "subnets": []}  # fmt: skip
     for src, dst in (("port-id", "id"), ("net-id", "network_id"), ("devname", "devname"),
                      ("vif-type", "vif_type"), ("mtu", "mtu")):  # fmt: skip
         if src in one:
@@ -306,7 +310,7 @@ def _name_devices(data: dict[str, Any], added: list[tuple[str, str | None]]) -> 
     data["block_devices"] = devices
 
 
-def _nics(texts: list[str]) -> list[dict[str, Any]] | str:
+def _nics(texts: list[str], instance_uuid: str | None) -> list[dict[str, Any]] | str:
     """``--nic none`` / ``--nic auto`` as nova boot spells them (alone), else ports."""
     modes = [t for t in texts if t in ("none", "auto")]
     if modes:
@@ -317,7 +321,7 @@ def _nics(texts: list[str]) -> list[dict[str, Any]] | str:
                 hint="none: no NIC; auto: one NIC no spec describes (DHCP); or give ports",
             )
         return modes[0]
-    return [_nic(text, i) for i, text in enumerate(texts)]
+    return [_nic(text, i, instance_uuid) for i, text in enumerate(texts)]
 
 
 def spec_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], Path | None]:
@@ -370,7 +374,8 @@ def spec_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], Path | Non
         nets = parse_spec_text(read_input(args.network_file, "network_file"), args.network_file)
         data["networks"] = nets.get("networks", nets) if isinstance(nets, dict) else nets
     elif args.nic:
-        data["networks"] = _nics(args.nic)
+        uuid = data.get("uuid")
+        data["networks"] = _nics(args.nic, str(uuid) if uuid is not None else None)
     if args.image_id:
         data["boot_source"] = "image"
         data["image_id"] = _uuid_flag(args.image_id, "image_id")

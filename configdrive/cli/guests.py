@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from configdrive.benchmark import Mode
-from configdrive.cli._common import EXIT_OK, UsageError, pair
+from configdrive.benchmark import MODES, Mode
+from configdrive.cli._common import EXIT_OK, UsageError, pair, require_extra
 from configdrive.cli.drives import add_instance_args, limits_from_args, spec_from_args
 from configdrive.drive import DriveFormat
 from configdrive.errors import ConfigDriveError, SpecError
@@ -427,6 +427,11 @@ def _bench_modes(text: str) -> list[Mode]:
         raise UsageError(f"modes: must be among {', '.join(m.value for m in Mode)}") from None
     if not modes:
         raise UsageError("modes: name at least one mode")
+    # checked before the first boot, not when the plot is drawn after the last
+    require_extra("bench", "bench (its plots)")
+    service = [m for m in modes if MODES[m].service]
+    if service:
+        require_extra("service", f"bench mode {service[0]}")
     return modes
 
 

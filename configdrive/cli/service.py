@@ -22,7 +22,8 @@ from configdrive.service.config import ServiceConfig, config_from_mapping, load_
 from configdrive.spec import load_spec
 
 if TYPE_CHECKING:
-    from configdrive.service.proxychain import Chain, HopSpec
+    from configdrive.service.config import HopSpec
+    from configdrive.service.proxychain import Chain
     from configdrive.service.registry import Registry
 
 __all__ = ["register"]
@@ -135,7 +136,7 @@ MAX_HOP_LATENCY = 10.0  # seconds; a hop's upstream request times out after 60 s
 
 def parse_hop(text: str) -> HopSpec:
     """``KIND[:LATENCY]`` (``haproxy:1ms``, ``agent:0.02s``, ``forward``) -> HopSpec."""
-    from configdrive.service.proxychain import HOP_KINDS, HopSpec
+    from configdrive.service.config import HOP_KINDS, HopSpec
 
     kind, sep, latency = text.partition(":")
     if kind not in HOP_KINDS:

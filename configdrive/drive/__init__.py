@@ -2,7 +2,8 @@
 
 Writers only lay out bytes they are given (see :mod:`configdrive.render`); they never decide
 what goes on a drive. Files are written in-process (no genisoimage, no mkfs, no mount, no root)
-to a temporary file beside the target, fsynced, and moved into place, mode 0600.
+to a temporary file beside the target, fsynced, and moved into place, mode 0600. One timestamp
+dates everything on a drive (:mod:`configdrive.drive.timestamps`).
 """
 
 from __future__ import annotations
@@ -19,14 +20,17 @@ from pathlib import Path
 from typing import BinaryIO
 
 from configdrive.drive.iso9660 import is_iso9660, read_iso9660, write_iso9660
+from configdrive.drive.timestamps import SOURCE_DATE_EPOCH, build_time
 from configdrive.drive.vfat import NOVA_VFAT_SIZE, is_vfat, read_vfat, write_vfat
 from configdrive.errors import DriveError, InvalidDrive
 
 __all__ = [
     "NOVA_VFAT_SIZE",
+    "SOURCE_DATE_EPOCH",
     "DriveContents",
     "DriveFormat",
     "Filesystem",
+    "build_time",
     "read_drive",
     "write_drive",
     "write_image",
@@ -83,7 +87,11 @@ def write_image(
     publisher: str = "configdrive",
     timestamp: datetime | None = None,
 ) -> int:
-    """Write ``tree`` as a ``fmt`` image to an open file; returns the image size."""
+    """Write ``tree`` as a ``fmt`` image to an open file; returns the image size.
+
+    ``timestamp`` (default :func:`build_time`: ``SOURCE_DATE_EPOCH`` or now) dates everything
+    on the image, whatever its filesystem."""
+    timestamp = build_time() if timestamp is None else timestamp
     if fmt.filesystem is Filesystem.VFAT:
         return write_vfat(tree, out, label=fmt.label, size=vfat_size, timestamp=timestamp)
     if vfat_size is not None:

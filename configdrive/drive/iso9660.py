@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from typing import BinaryIO
 
 from configdrive.drive import _isofmt as fmt
+from configdrive.drive.timestamps import build_time
 from configdrive.errors import DriveError, InvalidDrive
 
 __all__ = ["IsoContents", "is_iso9660", "iso9660_image", "read_iso9660", "write_iso9660"]
@@ -432,12 +433,13 @@ def write_iso9660(
     """Write ``tree`` (relative POSIX path -> bytes) as an ISO9660 image to ``out``.
 
     Volume identifier ``label`` (1-32 printable ASCII characters, case kept; the Joliet copy
-    holds its first 16) and ``publisher`` go in both volume descriptors; ``timestamp`` (UTC,
-    default now) is every recording date. Returns the number of bytes written.
+    holds its first 16) and ``publisher`` go in both volume descriptors; ``timestamp`` (naive
+    values are UTC; default :func:`build_time`: ``SOURCE_DATE_EPOCH`` or now) is every date on
+    the volume. Returns the number of bytes written.
     """
     _check_text("volume label", label, MAX_LABEL)
     _check_text("publisher", publisher, 128)
-    ts = datetime.now(UTC) if timestamp is None else timestamp
+    ts = build_time() if timestamp is None else timestamp
     if ts.tzinfo is not None:
         ts = ts.astimezone(UTC)
     if not 1900 <= ts.year <= 2155:

@@ -16,16 +16,15 @@ the cluster size, and the volume label kept in the case given (``-n config-2`` s
 
 from __future__ import annotations
 
-import hashlib
 import io
 import struct
-import zlib
 from array import array
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import BinaryIO, ClassVar
 
+from configdrive.drive.timestamps import DosStamp, build_time, volume_serial
 from configdrive.errors import DriveError, InvalidDrive
 
 __all__ = ["NOVA_VFAT_SIZE", "VfatContents", "is_vfat", "read_vfat", "vfat_image", "write_vfat"]
@@ -232,31 +231,7 @@ class _Fat:
         return out
 
 
-# --- fatgen103 "FAT Directory Structure" and "Date and Time Formats" ------------------------------
-
-
-def _naive_utc(ts: datetime) -> datetime:
-    """FAT stores local wall-clock time without a zone; aware timestamps are taken in UTC."""
-    return ts if ts.tzinfo is None else ts.astimezone(UTC).replace(tzinfo=None)
-
-
-@dataclass(frozen=True)
-class _DosStamp:
-    """DIR_CrtTimeTenth / DIR_*Time / DIR_*Date: 2-second times, dates from 1980 to 2107."""
-
-    date: int
-    time: int
-    tenth: int
-
-    @classmethod
-    def of(cls, ts: datetime | None) -> _DosStamp:
-        if ts is None:
-            return cls(date=(1 << 5) | 1, time=0, tenth=0)  # 1980-01-01 00:00:00, the DOS epoch
-        ts = _naive_utc(ts)
-        ts = min(max(ts, datetime(1980, 1, 1)), datetime(2107, 12, 31, 23, 59, 59))
-        date = (ts.year - 1980) << 9 | ts.month << 5 | ts.day
-        time = ts.hour << 11 | ts.minute << 5 | ts.second // 2
-        return cls(date, time, (ts.second % 2) * 100 + ts.microsecond // 10000)
+# --- fatgen103 "FAT Directory Structure" (its dates: configdrive.drive.timestamps) -------------
 
 
 class _DirEntry:
@@ -270,7 +245,7 @@ class _DirEntry:
     @classmethod
     def pack_into(
         cls, buf: bytearray, off: int, name: bytes, attr: int, cluster: int, size: int,
-        stamp: _DosStamp,
+        stamp: DosStamp,
     ) -> None:  # fmt: skip
         cls.STRUCT.pack_into(
             buf, off, name, attr, 0, stamp.tenth, stamp.time, stamp.date, stamp.date,
@@ -530,20 +505,7 @@ def _check_label(label: str) -> bytes:
     return raw.ljust(11) if raw else b""
 
 
-def _volume_id(tree: Mapping[str, bytes], label: bytes, timestamp: datetime | None) -> int:
-    """BS_VolID: from the timestamp when given, else from the content; never from the clock."""
-    h = hashlib.sha256(label)
-    if timestamp is not None:
-        h.update(_naive_utc(timestamp).isoformat().encode())
-    else:
-        for path in sorted(tree):
-            data = tree[path]
-            h.update(b"%d:%s\0" % (len(data), path.encode("utf-8", "surrogatepass")))
-            h.update(zlib.crc32(data).to_bytes(4, "little"))
-    return int.from_bytes(h.digest()[:4], "little")
-
-
-def _dir_bytes(d: _Node, parent: _Node | None, size: int, label: bytes, st: _DosStamp) -> bytes:
+def _dir_bytes(d: _Node, parent: _Node | None, size: int, label: bytes, st: DosStamp) -> bytes:
     buf = bytearray(size)
     off = 0
     if parent is None:
@@ -578,8 +540,9 @@ def write_vfat(
     with long names to the seekable ``out``, from offset 0, sparsely, and return its size.
 
     ``size=None`` makes the smallest image that fits plus a little slack; a given ``size`` is
-    used exactly (DriveError if the tree does not fit). Entry dates come from ``timestamp``
-    (aware values are taken in UTC; None means 1980-01-01), so equal inputs give equal bytes.
+    used exactly (DriveError if the tree does not fit). Every entry date and the volume serial
+    come from ``timestamp`` (aware values are taken in UTC; default :func:`build_time`:
+    ``SOURCE_DATE_EPOCH`` or now), so equal inputs give equal bytes.
     """
     label_bytes = _check_label(label)
     root = _build_tree(tree, bool(label_bytes))
@@ -598,11 +561,12 @@ def write_vfat(
             node.first_cluster = cluster
             fat.chain(cluster, node.nclusters)
             cluster += node.nclusters
-    stamp = _DosStamp.of(timestamp)
+    ts = build_time() if timestamp is None else timestamp
+    stamp = DosStamp.of(ts)
     spt = 32
     while geo.total_sectors % spt:  # mtools refuses images whose size is no whole track
         spt //= 2
-    volume_id = _volume_id(tree, label_bytes, timestamp)
+    volume_id = volume_serial(label_bytes, ts)
     boot = _BootSector(geo, volume_id, label_bytes or _NO_NAME, sectors_per_track=spt)
 
     if not out.seekable():

@@ -10,10 +10,14 @@ SO_REUSEPORT listeners), ``proxychain`` (nova-like forwarding hops for the bench
 
 from __future__ import annotations
 
-from configdrive.service.config import ServiceConfig, load_config
-from configdrive.service.server import Running, build_service, serve, start
-from configdrive.service.store import PostgresStore, SQLiteStore, Store, open_store
-from configdrive.service.supervisor import Supervisor, WorkerError
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from configdrive.service.config import ServiceConfig, load_config
+    from configdrive.service.server import Running, build_service, serve, start
+    from configdrive.service.store import PostgresStore, SQLiteStore, Store, open_store
+    from configdrive.service.supervisor import Supervisor, WorkerError
 
 __all__ = [
     "PostgresStore",
@@ -29,3 +33,28 @@ __all__ = [
     "serve",
     "start",
 ]
+
+# Imported on first use (PEP 562), not with the package: the server needs aiohttp (the
+# `service` extra), while the drive verbs, the admin client and the settings need only the
+# base install, and every ``configdrive.service.X`` import runs this file first.
+_HOMES = {
+    "ServiceConfig": "config",
+    "load_config": "config",
+    "Running": "server",
+    "build_service": "server",
+    "serve": "server",
+    "start": "server",
+    "PostgresStore": "store",
+    "SQLiteStore": "store",
+    "Store": "store",
+    "open_store": "store",
+    "Supervisor": "supervisor",
+    "WorkerError": "supervisor",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{home}"), name)

@@ -31,6 +31,8 @@ from configdrive.errors import SpecError
 from configdrive.spec import parse_spec_text, read_input
 
 __all__ = [
+    "HOP_KINDS",
+    "HopSpec",
     "Mode",
     "ServiceConfig",
     "auto_workers",
@@ -43,6 +45,21 @@ __all__ = [
 Mode = str  # "direct" | "proxy"
 MODES = ("direct", "proxy")
 MAX_WORKERS = 64
+# The proxy chain's hop kinds (configdrive.service.proxychain runs them; the benchmark and the
+# CLI describe chains with HopSpec without needing aiohttp, the service extra).
+HOP_KINDS = ("haproxy", "forward", "agent")
+
+
+@dataclass(frozen=True)
+class HopSpec:
+    """One hop of the nova-like proxy chain: its kind and the latency it adds per request."""
+
+    kind: str
+    latency: float = 0.0  # seconds added per request
+
+    def __post_init__(self) -> None:
+        if self.kind not in HOP_KINDS:
+            raise ValueError(f"hop kind must be one of {', '.join(HOP_KINDS)}")
 
 
 def listen_text(host: str, port: int) -> str:

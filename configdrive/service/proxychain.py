@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
+from configdrive.service.config import HOP_KINDS, HopSpec
 from configdrive.service.registry import Registry
 from configdrive.service.security import sign_instance_id
 
-__all__ = ["Chain", "HopSpec", "start_chain"]
+__all__ = ["HOP_KINDS", "Chain", "HopSpec", "start_chain"]
 
-HOP_KINDS = ("haproxy", "forward", "agent")
 _STRIP = frozenset(
     h.lower()
     for h in (
@@ -52,16 +52,6 @@ _HOP_BY_HOP = frozenset(
     ("connection", "keep-alive", "transfer-encoding", "upgrade", "host", "content-length")
 )
 _PASS_BACK = ("Content-Type", "Allow", "Retry-After", "X-aws-ec2-metadata-token-ttl-seconds")
-
-
-@dataclass(frozen=True)
-class HopSpec:
-    kind: str
-    latency: float = 0.0  # seconds added per request
-
-    def __post_init__(self) -> None:
-        if self.kind not in HOP_KINDS:
-            raise ValueError(f"hop kind must be one of {', '.join(HOP_KINDS)}")
 
 
 @dataclass
