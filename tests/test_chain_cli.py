@@ -99,12 +99,6 @@ def _port(address: str) -> int:
     return int(address.rsplit(":", 1)[1])
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _wait(check: Callable[[], bool], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -115,7 +109,9 @@ def _wait(check: Callable[[], bool], timeout: float) -> None:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, Proc, Path]]:
-    """serve (proxy mode) + proxy-chain on a fixed port, sharing one SQLite store."""
+    """serve (proxy mode) + proxy-chain, sharing one SQLite store. Every listener binds port 0
+    and the ready lines report the ports the kernel gave: no port is picked before its server
+    binds it (two picks can be the same port, and a picked port can be taken meanwhile)."""
     tmp = tmp_path_factory.mktemp("chain-cli")
     store = f"sqlite:///{tmp / 'metadata.db'}"
     server = Proc.start(
@@ -128,8 +124,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, Proc
         chain = Proc.start(
             "proxy-chain", "--upstream", server.state["listen"][0],
             *(a for hop in HOPS for a in ("--hop", hop)),
-            "--listen", f"127.0.0.1:{_free_port()}", "--store", store, "--poll-interval", "0.2",
-            "--front", guest_ip(5), "--front", f"{guest_ip(6)}={_free_port()}",
+            "--listen", "127.0.0.1:0", "--store", store, "--poll-interval", "0.2",
+            "--front", guest_ip(5), "--front", f"{guest_ip(6)}=0",
         )  # fmt: skip
         yield server, chain, tmp
     finally:
@@ -145,7 +141,7 @@ def _register(server: Proc, tmp: Path, index: int) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-def test_ready_line_names_the_fixed_listener_and_the_hops(stack: tuple[Proc, Proc, Path]) -> None:
+def test_ready_line_names_the_bound_listeners_and_the_hops(stack: tuple[Proc, Proc, Path]) -> None:
     _, chain, _ = stack
     state = chain.state
     assert state["ready"] is True
@@ -219,8 +215,9 @@ def test_every_request_pays_the_hops_latency(stack: tuple[Proc, Proc, Path]) -> 
         status, _, body = http_request(entry, path, source=guest_ip(2))
         took.append(time.perf_counter() - began)
         assert (status, body) == (200, b"guest-2.novalocal")
+    # a lower bound only (each hop sleeps its latency before it forwards): how close to it the
+    # chain stays is speed (the first-boot benchmark, configdrive/benchmark.py), not checked here
     assert min(took) >= CHAIN_LATENCY, took
-    assert sorted(took)[len(took) // 2] < CHAIN_LATENCY + 0.5  # and not much more on loopback
 
 
 def test_shuts_down_cleanly_on_sigint(tmp_path: Path) -> None:
@@ -231,7 +228,9 @@ def test_shuts_down_cleanly_on_sigint(tmp_path: Path) -> None:
     # an empty store: the agent answers 404 for any guest before it forwards anything
     assert http_request(entry, "/openstack", source=guest_ip(0))[0] == 404
     assert chain.stop(signal.SIGINT) == 0
-    with pytest.raises(OSError):
+    # the listener is gone: refused (http_request never mistakes a self-connection, which a
+    # just-freed port invites, for an answer)
+    with pytest.raises(ConnectionRefusedError):
         http_request(entry, "/openstack", timeout=2)
 
 

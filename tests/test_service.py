@@ -6,9 +6,7 @@ Guests are loopback addresses (127.1.0.x): a client bound to one *is* that guest
 from __future__ import annotations
 
 import base64
-import http.client
 import json
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,7 +22,14 @@ from configdrive.errors import SpecError
 from configdrive.render import meta_data
 from configdrive.service.config import ServiceConfig, listen_text, load_config, parse_listen
 from configdrive.service.security import RateLimiter, TokenSigner, sign_instance_id
-from configdrive.service.testing import ServerThread, guest_ip, guest_spec, http_request
+from configdrive.service.testing import (
+    GuestConnection,
+    ServerThread,
+    connect,
+    guest_ip,
+    guest_spec,
+    http_request,
+)
 from configdrive.service.views import Seeded, SeedPool, ec2_md_print, openstack_listing
 from configdrive.spec import instance_from_mapping
 
@@ -327,7 +332,7 @@ def test_proxy_mode_answers_as_nova(server: ServerThread) -> None:
 
 
 def _raw(port: int, data: bytes, source: str = A) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0)) as s:
+    with connect("127.0.0.1", port, timeout=5, source=source) as s:
         s.sendall(data)
         out = b""
         while True:
@@ -423,7 +428,7 @@ def test_admin_api(server: ServerThread) -> None:
 def test_head_answers_like_get_without_a_body(server: ServerThread) -> None:
     """One keep-alive connection: HEAD, GET, HEAD. HEAD has GET's status and headers (length
     included) and no body, and the connection stays usable after it."""
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, source_address=(A, 0))
+    conn = GuestConnection("127.0.0.1", server.port, source=A)
     try:
         seen = []
         for method in ("HEAD", "GET", "HEAD"):
@@ -490,11 +495,11 @@ def test_config(tmp_path: Path) -> None:
 def test_graceful_stop_closes_the_port(tmp_path: Path) -> None:
     srv = ServerThread(_config(tmp_path))
     port = srv.port
-    keepalive = socket.create_connection(("127.0.0.1", port))
+    keepalive = connect("127.0.0.1", port)
     srv.stop()
     keepalive.close()
-    with pytest.raises(OSError):
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    with pytest.raises(ConnectionRefusedError):
+        connect("127.0.0.1", port, source="127.0.0.1", timeout=2).close()
 
 
 # ---------------------------------------------------------------------------------------------
