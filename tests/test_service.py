@@ -264,6 +264,43 @@ def test_required_mode(server: ServerThread) -> None:
     assert get(server, "/latest/meta-data/hostname", B, headers=xff)[0] == 403
 
 
+def _with_headers(path: str, *headers: tuple[str, str]) -> bytes:
+    lines = [f"GET {path} HTTP/1.1", "Host: 169.254.169.254", "Connection: close"]
+    return ("\r\n".join(lines + [f"{k}: {v}" for k, v in headers]) + "\r\n\r\n").encode()
+
+
+def test_a_repeated_token_header_is_400(server: ServerThread) -> None:
+    """Two X-aws-ec2-metadata-token headers: 400, whatever they hold and in whichever order or
+    spelling. Taking one of them would let a proxy in front (which may keep the first or the
+    last) and the server disagree on the token; nova rejects repeated identity headers, EC2
+    calls such a request invalid."""
+    path = "/latest/meta-data/hostname"
+    good = token(server, B)
+    response = _raw(server.port, _with_headers(path, (TOKEN, good)), B)
+    assert _status(response) == 200 and response.endswith(b"guest-1.novalocal")
+    other = token(server, B, "120")
+    assert other != good
+    pairs = [
+        ((TOKEN, good), (TOKEN, good)),  # equal values
+        ((TOKEN, good), (TOKEN, other)),  # two valid tokens
+        ((TOKEN, good), (TOKEN, "forged")),  # valid first
+        ((TOKEN, "forged"), (TOKEN, good)),  # valid last
+        ((TOKEN.lower(), good), (TOKEN.upper(), good)),  # one name, two spellings
+        ((TOKEN, good), (TOKEN, "")),  # an empty second value
+    ]
+    for first, second in pairs:
+        response = _raw(server.port, _with_headers(path, first, second), B)
+        assert _status(response) == 400, (first, second, response[:200])
+        assert response.endswith(b"X-aws-ec2-metadata-token given more than once")
+    # the same on an OpenStack path, for an imds-optional guest, and for an unknown peer
+    twice = _with_headers("/openstack/latest/meta_data.json", (TOKEN, good), (TOKEN, good))
+    assert _status(_raw(server.port, twice, A)) == 400
+    assert _status(_raw(server.port, twice, "127.9.9.9")) == 400
+    # one header holding two values is one (invalid) token: 401, not a repeat
+    joined = _with_headers(path, (TOKEN, f"{good}, {good}"))
+    assert _status(_raw(server.port, joined, B)) == 401
+
+
 def test_token_expiry_and_binding() -> None:
     now = [1000.0]
     signer = TokenSigner(b"k" * 32, clock=lambda: now[0])

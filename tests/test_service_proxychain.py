@@ -17,7 +17,14 @@ import pytest
 from configdrive.service.config import ServiceConfig
 from configdrive.service.proxychain import Chain, HopSpec, start_chain
 from configdrive.service.registry import Registry
-from configdrive.service.testing import ServerThread, crawl_many, guest_ip, guest_spec, http_request
+from configdrive.service.testing import (
+    GuestConnection,
+    ServerThread,
+    crawl_many,
+    guest_ip,
+    guest_spec,
+    http_request,
+)
 
 SECRET = "chain-secret"
 TTL = "X-aws-ec2-metadata-token-ttl-seconds"
@@ -79,6 +86,35 @@ def test_tokens_through_the_chain(chain: tuple[ServerThread, Chain]) -> None:
     # a guest-side X-Forwarded-For arrives as a second entry: refused on PUT
     spoof = {TTL: "60", "X-Forwarded-For": guest_ip(4)}
     assert http_request(port, "/latest/api/token", method="PUT", source=ip, headers=spoof)[0] == 403
+
+
+def _status_with(port: int, path: str, source: str, headers: list[tuple[str, str]]) -> int:
+    """GET with ``headers`` sent as given, repeated names included."""
+    conn = GuestConnection("127.0.0.1", port, source=source)
+    try:
+        conn.putrequest("GET", path)
+        for name, value in headers:
+            conn.putheader(name, value)
+        conn.endheaders()
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+def test_a_repeated_token_header_reaches_the_server_repeated(
+    chain: tuple[ServerThread, Chain],
+) -> None:
+    """The hops forward every header line as haproxy does, repeats included: the server, not
+    a hop that keeps one of them, decides (400, see test_service.py)."""
+    _, hops = chain
+    port, ip = hops.entry[1], guest_ip(3)
+    tok = http_request(port, "/latest/api/token", method="PUT", source=ip, headers={TTL: "60"})[2]
+    path, name = "/latest/meta-data/hostname", "X-aws-ec2-metadata-token"
+    assert _status_with(port, path, ip, [(name, tok.decode())]) == 200
+    for values in ((tok.decode(), tok.decode()), ("forged", tok.decode()), (tok.decode(), "x")):
+        assert _status_with(port, path, ip, [(name, v) for v in values]) == 400, values
 
 
 def test_hop_latency_adds_up(chain: tuple[ServerThread, Chain]) -> None:
