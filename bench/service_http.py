@@ -109,23 +109,19 @@ http {{
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, proc: subprocess.Popen[Any], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before listening")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout} s")
+def listening_socket() -> socket.socket:
+    """A listener on a loopback port the kernel picks (port 0), for nginx to inherit: the
+    port is never free between being picked and being served, and connections made before
+    nginx accepts wait in its backlog."""
+    sock = socket.socket()
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(4096)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 # --------------------------------------------------------------------------------------------
@@ -161,19 +157,32 @@ def nginx(binary: str, work: Path, root: Path, workers: str) -> Iterator[int]:
     """nginx in the foreground with its own prefix and config; yields its port."""
     prefix = work / f"nginx-{workers}"
     (prefix / "tmp").mkdir(parents=True)
-    port = free_port()
     # as root the workers drop to nobody: they must be able to read the docroot
     user = "user nobody nogroup;\n" if os.geteuid() == 0 else ""
     conf = prefix / "nginx.conf"
-    conf.write_text(
-        NGINX_CONF.format(user=user, workers=workers, prefix=prefix, port=port, root=root)
-    )
     for path in (work, prefix, prefix / "tmp"):
         path.chmod(0o755)
     argv = [binary, "-p", str(prefix), "-e", str(prefix / "error.log"), "-c", str(conf)]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # nginx cannot report a port 0 it bound: it inherits a listener bound here instead (its
+    # NGINX="fd;" variable, as in its binary upgrade), matched to the listen directive
+    with listening_socket() as listener:
+        port = int(listener.getsockname()[1])
+        conf.write_text(
+            NGINX_CONF.format(user=user, workers=workers, prefix=prefix, port=port, root=root)
+        )
+        fd = listener.fileno()
+        proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            pass_fds=(fd,),
+            env={**os.environ, "NGINX": f"{fd};"},
+        )
     try:
-        wait_port(port, proc)
+        # answered once nginx accepts: the listener was there before it started
+        status, _, _ = http_request(port, "/", timeout=15)
+        if proc.poll() is not None or status not in (200, 403, 404):
+            raise RuntimeError(f"nginx did not serve on 127.0.0.1:{port} (status {status})")
         yield port
     finally:
         stop_process(proc)

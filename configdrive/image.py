@@ -538,8 +538,10 @@ def parse_check_report(console_text: str) -> dict[str, Any]:
     Every ``key=value`` line becomes a key. ``X_b64`` values are decoded and stored under both
     ``X_b64`` and ``X``: text as ``str``, ``meta`` as the JSON it holds. ``uptime`` and
     ``uptime_finished`` are floats, ``cloud_init_result`` and ``datasource_list`` parsed JSON,
-    ``files`` maps guest path -> content bytes (None: the guest reported it MISSING), and
-    ``complete`` is True once ``end`` was seen. Undecodable values become None.
+    ``files`` maps guest path -> content bytes (None: the guest reported it MISSING),
+    ``written`` maps each path cloud-config's write_files named -> (mode, content bytes), None
+    for what is missing, and ``complete`` is True once ``end`` was seen. Undecodable values
+    become None.
     """
     lines: list[str] = []
     for raw in console_text.splitlines():
@@ -550,7 +552,13 @@ def parse_check_report(console_text: str) -> dict[str, Any]:
     if begins:
         lines = lines[begins[-1] + 1 :]
     files: dict[str, bytes | None] = {}
-    report: dict[str, Any] = {"complete": False, "begin": bool(begins), "files": files}
+    written: dict[str, tuple[int | None, bytes | None]] = {}
+    report: dict[str, Any] = {
+        "complete": False,
+        "begin": bool(begins),
+        "files": files,
+        "written": written,
+    }
     for line in lines:
         if line == "end":
             report["complete"] = True
@@ -558,6 +566,15 @@ def parse_check_report(console_text: str) -> dict[str, Any]:
         if line.startswith("file "):
             path, _, data = line[len("file ") :].rpartition(" ")
             files[path] = None if data == "MISSING" else _b64(data)
+            continue
+        if line.startswith("wrote "):
+            mode, _, rest = line[len("wrote ") :].partition(" ")
+            data, _, path = rest.partition(" ")
+            octal = mode if mode.isdigit() and set(mode) <= set("01234567") else ""
+            written[path] = (
+                int(octal, 8) if octal else None,
+                None if data == "MISSING" else _b64(data),
+            )
             continue
         key, sep, value = line.partition("=")
         if not sep or not key:

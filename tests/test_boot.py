@@ -200,8 +200,14 @@ def test_guest_applies_the_seed_example(guests: dict[str, Guest], case: str) -> 
 def test_nocloud_drive_boots_with_nocloud(guests: dict[str, Guest]) -> None:
     guest = guests["qemu-pc-nocloud"]
     assert_seed_applied(guest, "DataSourceNoCloud")
-    # NoCloud has no personality files: configdrive carries them as write_files vendor data
-    assert guest.report["files"] == {} or all(v is not None for v in guest.report["files"].values())
+    # NoCloud has no personality files: configdrive carries the spec's as vendor-data
+    # write_files, which cloud-init must have written byte for byte, with the mode its
+    # ConfigDrive datasource gives injected files (0660), each path absolute
+    assert guest.report["written"] == {
+        "/etc/network/interfaces": (0o660, (SEED / "instance-interfaces").read_bytes()),
+        "/known_hosts": (0o660, (SEED / "known_hosts").read_bytes()),
+    }
+    assert guest.report["files"] == {}  # a NoCloud seed's meta-data names no files
 
 
 def test_untuned_image_runs_pollinate_and_has_no_datasource_list(guests: dict[str, Guest]) -> None:

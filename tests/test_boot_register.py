@@ -14,7 +14,6 @@ import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,7 +42,13 @@ from configdrive.render import render
 from configdrive.service.client import AdminClient, RegistrationError, instance_spec
 from configdrive.service.config import ServiceConfig
 from configdrive.service.registry import prepare_spec
-from configdrive.service.testing import ServerThread, guest_ip, guest_spec, http_request
+from configdrive.service.testing import (
+    ServerThread,
+    guest_ip,
+    guest_spec,
+    http_request,
+    refusing_port,
+)
 from configdrive.spec import instance_from_mapping, load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,10 +76,12 @@ def cli(*args: str, token: str | None = TOKEN) -> subprocess.CompletedProcess[st
     )
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])  # nothing listens there once the socket is closed
+@pytest.fixture(scope="module")
+def closed_port() -> Iterator[int]:
+    """A port that refuses connections for the whole module (bound, never listening: no
+    server can take it meanwhile, and no client can self-connect to it)."""
+    with refusing_port() as port:
+        yield port
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +215,7 @@ def test_admin_client_registers_and_unregisters(server: ServerThread) -> None:
     assert "boot-register" not in repr(client)  # the token stays out of reprs and logs
 
 
-def test_admin_client_failures(server: ServerThread) -> None:
+def test_admin_client_failures(server: ServerThread, closed_port: int) -> None:
     instance = instance_from_mapping(guest_spec(21))
     with pytest.raises(RegistrationError) as info:
         AdminClient(_admin_url(server), "wrong").register(instance)
@@ -216,7 +223,7 @@ def test_admin_client_failures(server: ServerThread) -> None:
     assert info.value.hint and "CONFIGDRIVE_ADMIN_TOKEN" in info.value.hint
     assert info.value.status == 401
     with pytest.raises(RegistrationError, match="cannot reach the metadata service's admin API"):
-        AdminClient(f"http://127.0.0.1:{_closed_port()}", TOKEN).register(instance)
+        AdminClient(f"http://127.0.0.1:{closed_port}", TOKEN).register(instance)
     with pytest.raises(RegistrationError) as info:
         AdminClient(_admin_url(server), "wrong").unregister(instance.uuid)
     assert info.value.status == 401  # refused, not "not found": delete must not go on
@@ -291,7 +298,7 @@ def test_boot_without_the_token_fails_before_anything(tmp_path: Path) -> None:
 
 @pytest.mark.tools
 def test_failed_registration_leaves_nothing_behind(
-    server: ServerThread, tmp_path: Path, sh: Any
+    server: ServerThread, tmp_path: Path, sh: Any, closed_port: int
 ) -> None:
     image = tmp_path / "blank.qcow2"
     sh(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "64M"])
@@ -303,7 +310,7 @@ def test_failed_registration_leaves_nothing_behind(
     cases = [
         (_admin_url(server), "wrong-token",
          f"error: metadata service at {_admin_url(server)} refused POST /v1/instances: 401"),
-        (f"http://127.0.0.1:{_closed_port()}", TOKEN,
+        (f"http://127.0.0.1:{closed_port}", TOKEN,
          "error: cannot reach the metadata service's admin API at http://127.0.0.1:"),
         (_admin_url(server), TOKEN, f"error: metadata service at {_admin_url(server)} refused "
          f"POST /v1/instances: 409 fixed IP {guest_ip(30)} already belongs to instance"),
@@ -348,7 +355,7 @@ def _strip_seed(body: bytes) -> dict[str, Any]:
 
 @pytest.mark.vm
 def test_boot_registers_and_delete_unregisters(
-    server: ServerThread, tuned_image: Any, vm_work: Path
+    server: ServerThread, tuned_image: Any, vm_work: Path, closed_port: int
 ) -> None:
     image = str(tuned_image.qcow2.parent)
     url = _admin_url(server)
@@ -385,7 +392,7 @@ def test_boot_registers_and_delete_unregisters(
         assert _strip_seed(body) == _strip_seed(expected["openstack/latest/meta_data.json"])
         assert http_request(server.port, "/latest/meta-data/instance-id", source=ip)[0] == 200
         # --- delete with the service out of reach: refused, nothing changed
-        bad_conf = _host_conf(vm_work, f"http://127.0.0.1:{_closed_port()}", name="down.conf")
+        bad_conf = _host_conf(vm_work, f"http://127.0.0.1:{closed_port}", name="down.conf")
         proc = cli("delete", "reg-vm", "--host-config", str(bad_conf))
         assert proc.returncode == 1
         assert proc.stderr.startswith("error: reg-vm not deleted: cannot reach"), proc.stderr

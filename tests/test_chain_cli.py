@@ -30,6 +30,7 @@ SECRET = "chain-cli-secret"
 TOKEN = "chain-cli-admin"
 HOPS = ("haproxy:5ms", "forward:10ms", "agent:15ms")
 CHAIN_LATENCY = 0.030
+HANG_GUARD = 60.0  # seconds a wait may take before the test fails as hung (no speed bound)
 
 
 def _env() -> dict[str, str]:
@@ -99,12 +100,6 @@ def _port(address: str) -> int:
     return int(address.rsplit(":", 1)[1])
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _wait(check: Callable[[], bool], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -115,7 +110,9 @@ def _wait(check: Callable[[], bool], timeout: float) -> None:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, Proc, Path]]:
-    """serve (proxy mode) + proxy-chain on a fixed port, sharing one SQLite store."""
+    """serve (proxy mode) + proxy-chain, sharing one SQLite store. Every listener binds port 0
+    and the ready lines report the ports the kernel gave: no port is picked before its server
+    binds it (two picks can be the same port, and a picked port can be taken meanwhile)."""
     tmp = tmp_path_factory.mktemp("chain-cli")
     store = f"sqlite:///{tmp / 'metadata.db'}"
     server = Proc.start(
@@ -128,8 +125,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, Proc
         chain = Proc.start(
             "proxy-chain", "--upstream", server.state["listen"][0],
             *(a for hop in HOPS for a in ("--hop", hop)),
-            "--listen", f"127.0.0.1:{_free_port()}", "--store", store, "--poll-interval", "0.2",
-            "--front", guest_ip(5), "--front", f"{guest_ip(6)}={_free_port()}",
+            "--listen", "127.0.0.1:0", "--store", store, "--poll-interval", "0.2",
+            "--front", guest_ip(5), "--front", f"{guest_ip(6)}=0",
         )  # fmt: skip
         yield server, chain, tmp
     finally:
@@ -145,7 +142,7 @@ def _register(server: Proc, tmp: Path, index: int) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-def test_ready_line_names_the_fixed_listener_and_the_hops(stack: tuple[Proc, Proc, Path]) -> None:
+def test_ready_line_names_the_bound_listeners_and_the_hops(stack: tuple[Proc, Proc, Path]) -> None:
     _, chain, _ = stack
     state = chain.state
     assert state["ready"] is True
@@ -169,7 +166,7 @@ def test_a_front_stands_for_one_guest(stack: tuple[Proc, Proc, Path]) -> None:
         _register(server, tmp, index)
     path = "/latest/meta-data/local-ipv4"
     fronts = {f["guest"]: _port(f["listen"]) for f in chain.state["fronts"]}
-    _wait(lambda: http_request(fronts[guest_ip(6)], path)[0] == 200, 5)
+    _wait(lambda: http_request(fronts[guest_ip(6)], path)[0] == 200, HANG_GUARD)
     for index in (5, 6):
         claim = {"X-Forwarded-For": guest_ip(0)}  # a guest cannot claim another's address
         status, _, body = http_request(fronts[guest_ip(index)], path, headers=claim)
@@ -185,7 +182,7 @@ def test_a_guest_gets_its_own_metadata_through_the_chain(stack: tuple[Proc, Proc
     for index in (0, 1):
         _register(server, tmp, index)
     path = "/openstack/latest/meta_data.json"
-    _wait(lambda: http_request(entry, path, source=guest_ip(1))[0] == 200, 5)
+    _wait(lambda: http_request(entry, path, source=guest_ip(1))[0] == 200, HANG_GUARD)
     for index in (0, 1):
         status, headers, body = http_request(entry, path, source=guest_ip(index))
         assert status == 200, body
@@ -212,15 +209,16 @@ def test_every_request_pays_the_hops_latency(stack: tuple[Proc, Proc, Path]) -> 
     entry = _port(chain.state["listen"])
     _register(server, tmp, 2)
     path = "/latest/meta-data/hostname"
-    _wait(lambda: http_request(entry, path, source=guest_ip(2))[0] == 200, 5)
+    _wait(lambda: http_request(entry, path, source=guest_ip(2))[0] == 200, HANG_GUARD)
     took = []
     for _ in range(10):
         began = time.perf_counter()
         status, _, body = http_request(entry, path, source=guest_ip(2))
         took.append(time.perf_counter() - began)
         assert (status, body) == (200, b"guest-2.novalocal")
+    # a lower bound only (each hop sleeps its latency before it forwards): how close to it the
+    # chain stays is speed (the first-boot benchmark, configdrive/benchmark.py), not checked here
     assert min(took) >= CHAIN_LATENCY, took
-    assert sorted(took)[len(took) // 2] < CHAIN_LATENCY + 0.5  # and not much more on loopback
 
 
 def test_shuts_down_cleanly_on_sigint(tmp_path: Path) -> None:
@@ -231,7 +229,9 @@ def test_shuts_down_cleanly_on_sigint(tmp_path: Path) -> None:
     # an empty store: the agent answers 404 for any guest before it forwards anything
     assert http_request(entry, "/openstack", source=guest_ip(0))[0] == 404
     assert chain.stop(signal.SIGINT) == 0
-    with pytest.raises(OSError):
+    # the listener is gone: refused (http_request never mistakes a self-connection, which a
+    # just-freed port invites, for an answer)
+    with pytest.raises(ConnectionRefusedError):
         http_request(entry, "/openstack", timeout=2)
 
 

@@ -6,9 +6,7 @@ Guests are loopback addresses (127.1.0.x): a client bound to one *is* that guest
 from __future__ import annotations
 
 import base64
-import http.client
 import json
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,7 +22,14 @@ from configdrive.errors import SpecError
 from configdrive.render import meta_data
 from configdrive.service.config import ServiceConfig, listen_text, load_config, parse_listen
 from configdrive.service.security import RateLimiter, TokenSigner, sign_instance_id
-from configdrive.service.testing import ServerThread, guest_ip, guest_spec, http_request
+from configdrive.service.testing import (
+    GuestConnection,
+    ServerThread,
+    connect,
+    guest_ip,
+    guest_spec,
+    http_request,
+)
 from configdrive.service.views import Seeded, SeedPool, ec2_md_print, openstack_listing
 from configdrive.spec import instance_from_mapping
 
@@ -259,6 +264,43 @@ def test_required_mode(server: ServerThread) -> None:
     assert get(server, "/latest/meta-data/hostname", B, headers=xff)[0] == 403
 
 
+def _with_headers(path: str, *headers: tuple[str, str]) -> bytes:
+    lines = [f"GET {path} HTTP/1.1", "Host: 169.254.169.254", "Connection: close"]
+    return ("\r\n".join(lines + [f"{k}: {v}" for k, v in headers]) + "\r\n\r\n").encode()
+
+
+def test_a_repeated_token_header_is_400(server: ServerThread) -> None:
+    """Two X-aws-ec2-metadata-token headers: 400, whatever they hold and in whichever order or
+    spelling. Taking one of them would let a proxy in front (which may keep the first or the
+    last) and the server disagree on the token; nova rejects repeated identity headers, EC2
+    calls such a request invalid."""
+    path = "/latest/meta-data/hostname"
+    good = token(server, B)
+    response = _raw(server.port, _with_headers(path, (TOKEN, good)), B)
+    assert _status(response) == 200 and response.endswith(b"guest-1.novalocal")
+    other = token(server, B, "120")
+    assert other != good
+    pairs = [
+        ((TOKEN, good), (TOKEN, good)),  # equal values
+        ((TOKEN, good), (TOKEN, other)),  # two valid tokens
+        ((TOKEN, good), (TOKEN, "forged")),  # valid first
+        ((TOKEN, "forged"), (TOKEN, good)),  # valid last
+        ((TOKEN.lower(), good), (TOKEN.upper(), good)),  # one name, two spellings
+        ((TOKEN, good), (TOKEN, "")),  # an empty second value
+    ]
+    for first, second in pairs:
+        response = _raw(server.port, _with_headers(path, first, second), B)
+        assert _status(response) == 400, (first, second, response[:200])
+        assert response.endswith(b"X-aws-ec2-metadata-token given more than once")
+    # the same on an OpenStack path, for an imds-optional guest, and for an unknown peer
+    twice = _with_headers("/openstack/latest/meta_data.json", (TOKEN, good), (TOKEN, good))
+    assert _status(_raw(server.port, twice, A)) == 400
+    assert _status(_raw(server.port, twice, "127.9.9.9")) == 400
+    # one header holding two values is one (invalid) token: 401, not a repeat
+    joined = _with_headers(path, (TOKEN, f"{good}, {good}"))
+    assert _status(_raw(server.port, joined, B)) == 401
+
+
 def test_token_expiry_and_binding() -> None:
     now = [1000.0]
     signer = TokenSigner(b"k" * 32, clock=lambda: now[0])
@@ -327,7 +369,7 @@ def test_proxy_mode_answers_as_nova(server: ServerThread) -> None:
 
 
 def _raw(port: int, data: bytes, source: str = A) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0)) as s:
+    with connect("127.0.0.1", port, timeout=5, source=source) as s:
         s.sendall(data)
         out = b""
         while True:
@@ -423,7 +465,7 @@ def test_admin_api(server: ServerThread) -> None:
 def test_head_answers_like_get_without_a_body(server: ServerThread) -> None:
     """One keep-alive connection: HEAD, GET, HEAD. HEAD has GET's status and headers (length
     included) and no body, and the connection stays usable after it."""
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, source_address=(A, 0))
+    conn = GuestConnection("127.0.0.1", server.port, source=A)
     try:
         seen = []
         for method in ("HEAD", "GET", "HEAD"):
@@ -490,11 +532,11 @@ def test_config(tmp_path: Path) -> None:
 def test_graceful_stop_closes_the_port(tmp_path: Path) -> None:
     srv = ServerThread(_config(tmp_path))
     port = srv.port
-    keepalive = socket.create_connection(("127.0.0.1", port))
+    keepalive = connect("127.0.0.1", port)
     srv.stop()
     keepalive.close()
-    with pytest.raises(OSError):
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    with pytest.raises(ConnectionRefusedError):
+        connect("127.0.0.1", port, source="127.0.0.1", timeout=2).close()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
+import random
 import socket
 import time
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from configdrive.service.config import ServiceConfig
 from configdrive.service.proxychain import Chain, HopSpec, start_chain
-from configdrive.service.testing import ServerThread, crawl_many, guest_ip, guest_spec, http_request
+from configdrive.service.registry import Registry
+from configdrive.service.testing import (
+    GuestConnection,
+    ServerThread,
+    crawl_many,
+    guest_ip,
+    guest_spec,
+    http_request,
+)
 
 SECRET = "chain-secret"
 TTL = "X-aws-ec2-metadata-token-ttl-seconds"
@@ -77,6 +88,35 @@ def test_tokens_through_the_chain(chain: tuple[ServerThread, Chain]) -> None:
     assert http_request(port, "/latest/api/token", method="PUT", source=ip, headers=spoof)[0] == 403
 
 
+def _status_with(port: int, path: str, source: str, headers: list[tuple[str, str]]) -> int:
+    """GET with ``headers`` sent as given, repeated names included."""
+    conn = GuestConnection("127.0.0.1", port, source=source)
+    try:
+        conn.putrequest("GET", path)
+        for name, value in headers:
+            conn.putheader(name, value)
+        conn.endheaders()
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+def test_a_repeated_token_header_reaches_the_server_repeated(
+    chain: tuple[ServerThread, Chain],
+) -> None:
+    """The hops forward every header line as haproxy does, repeats included: the server, not
+    a hop that keeps one of them, decides (400, see test_service.py)."""
+    _, hops = chain
+    port, ip = hops.entry[1], guest_ip(3)
+    tok = http_request(port, "/latest/api/token", method="PUT", source=ip, headers={TTL: "60"})[2]
+    path, name = "/latest/meta-data/hostname", "X-aws-ec2-metadata-token"
+    assert _status_with(port, path, ip, [(name, tok.decode())]) == 200
+    for values in ((tok.decode(), tok.decode()), ("forged", tok.decode()), (tok.decode(), "x")):
+        assert _status_with(port, path, ip, [(name, v) for v in values]) == 400, values
+
+
 def test_hop_latency_adds_up(chain: tuple[ServerThread, Chain]) -> None:
     server, hops = chain
     direct = server.running.addresses[0][1]
@@ -110,17 +150,33 @@ def test_a_front_stands_for_one_guests_network(chain: tuple[ServerThread, Chain]
     assert http_request(hops.entry[1], "/latest/meta-data/local-ipv4")[0] == 404
 
 
+async def _chain_on_a_chosen_port(
+    upstream: tuple[str, int], hops: list[HopSpec], registry: Registry
+) -> tuple[Chain, int]:
+    """start_chain on a port this test picks: below the ephemeral range, so no bind(0) or
+    connect() elsewhere is handed it; the start itself is the probe (no pick-close-reuse
+    window), and a port some service already holds is skipped."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    first = random.randrange(low // 2, low - 64)
+    for port in range(first, first + 64):
+        try:
+            chain = await start_chain(
+                upstream, hops, registry=registry, secret=SECRET, listen=("127.0.0.1", port)
+            )
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            continue
+        return chain, port
+    raise AssertionError(f"64 ports from {first} on are all taken")
+
+
 def test_the_guest_facing_hop_listens_where_asked(chain: tuple[ServerThread, Chain]) -> None:
     server, _ = chain
     hops = [HopSpec("haproxy", 0.0), HopSpec("agent", 0.0)]
     registry = server.running.service.registry
     upstream = server.running.addresses[0]
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        wanted = probe.getsockname()[1]
-    own = server.call(
-        start_chain(upstream, hops, registry=registry, secret=SECRET, listen=("127.0.0.1", wanted))
-    )
+    own, wanted = server.call(_chain_on_a_chosen_port(upstream, hops, registry))
     try:
         assert own.addresses[0] == ("127.0.0.1", wanted)
         status, _, body = http_request(wanted, "/latest/meta-data/local-ipv4", source=guest_ip(2))

@@ -5,7 +5,11 @@
 # configdrive-check.service after cloud-final.service. Every line goes to /dev/ttyS0 (the
 # console the host logs) and to /var/log/configdrive-check.log, prefixed "CONFIGDRIVE-CHECK ":
 #
-#   begin | <key>=<value> | file <path> <base64 of its content, or MISSING> | end
+#   begin | <key>=<value> | file <path> <base64 of its content, or MISSING>
+#         | wrote <octal mode, or -> <base64 of its content, or MISSING> <path> | end
+#
+# "file" lines: the config drive's injected files (meta_data "files"); "wrote" lines: the
+# files cloud-init's cloud-config (user, vendor, vendor2 data) told write_files to write.
 #
 # net_* are `ip -o` listings (links, addresses, routes) once the boot has finished;
 # cloud_network is the network config cloud-init rendered, network_events its log lines
@@ -135,6 +139,34 @@ for path in paths:
     print(f"file {path} {content}")
 meta = meta_data.get("meta") if isinstance(meta_data, dict) else None
 print("meta_b64=" + b64(json.dumps(meta, sort_keys=True).encode()))
+PYTHON
+
+# write_files: each file cloud-init's processed cloud-config names, as it is on disk now (how a
+# NoCloud seed carries injected files: as vendor-data write_files)
+python3 - <<'PYTHON' 2>>"$LOG" | while IFS= read -r line; do say "$line"; done
+import base64
+import os
+
+import yaml
+
+for name in ("cloud-config.txt", "vendor-cloud-config.txt", "vendor2-cloud-config.txt"):
+    try:
+        with open("/var/lib/cloud/instance/" + name, encoding="utf-8") as f:
+            config = yaml.safe_load(f)
+    except (OSError, ValueError, yaml.YAMLError):
+        continue
+    entries = config.get("write_files") if isinstance(config, dict) else None
+    for entry in entries if isinstance(entries, list) else []:
+        path = entry.get("path") if isinstance(entry, dict) else None
+        if not isinstance(path, str) or not path or "\n" in path:
+            continue
+        try:
+            with open(path, "rb") as f:
+                mode = f"{os.fstat(f.fileno()).st_mode & 0o7777:04o}"
+                content = base64.b64encode(f.read()).decode("ascii")
+        except OSError:
+            mode, content = "-", "MISSING"
+        print(f"wrote {mode} {content} {path}")
 PYTHON
 
 say "runcmd_b64=$(b64file /var/tmp/runcmd.out)"

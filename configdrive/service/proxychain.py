@@ -103,9 +103,11 @@ def _hop_app(
     async def forward(request: web.Request) -> web.StreamResponse:
         if spec.latency:
             await asyncio.sleep(spec.latency)
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        # every header line as received, repeats included (as haproxy forwards them): a hop
+        # that kept one of two would decide for the server what the guest sent
+        drop = _HOP_BY_HOP | _STRIP if spec.kind == "haproxy" else _HOP_BY_HOP
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in drop]
         if spec.kind == "haproxy":
-            headers = {k: v for k, v in headers.items() if k.lower() not in _STRIP}
             transport = request.transport
             peer = transport.get_extra_info("peername") if transport else None
             local = transport.get_extra_info("sockname") if transport else None
@@ -113,9 +115,8 @@ def _hop_app(
             address = front or (str(peer[0]) if peer else "")
             counts[address] = counts.get(address, 0) + 1
             given = request.headers.getall("X-Forwarded-For", [])
-            for key in [k for k in headers if k.lower() == "x-forwarded-for"]:
-                del headers[key]
-            headers["X-Forwarded-For"] = ", ".join([*given, address])
+            headers = [(k, v) for k, v in headers if k.lower() != "x-forwarded-for"]
+            headers.append(("X-Forwarded-For", ", ".join([*given, address])))
         elif spec.kind == "agent":
             assert registry is not None
             forwarded = ",".join(request.headers.getall("X-Forwarded-For", []))
@@ -123,9 +124,12 @@ def _hop_app(
             view = registry.by_ip(address)
             if view is None:
                 return web.Response(status=404, text="404 Not Found")
-            headers["X-Instance-ID"] = view.uuid
-            headers["X-Tenant-ID"] = view.instance.project_id
-            headers["X-Instance-ID-Signature"] = sign_instance_id(secret, view.uuid)
+            headers = [(k, v) for k, v in headers if k.lower() not in _STRIP]
+            headers += [
+                ("X-Instance-ID", view.uuid),
+                ("X-Tenant-ID", view.instance.project_id),
+                ("X-Instance-ID-Signature", sign_instance_id(secret, view.uuid)),
+            ]
         body = await request.read()
         try:
             async with session.request(

@@ -85,6 +85,7 @@ class Registry:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.generation = 0
+        self.refreshes = 0  # completed refresh() calls: the store poller makes one per poll
         self._by_uuid: dict[str, InstanceView] = {}
         self._by_ip: dict[str, InstanceView] = {}
         self._write = threading.Lock()
@@ -138,6 +139,7 @@ class Registry:
             for change in changes:
                 self._apply(change)
                 self.generation = max(self.generation, change.generation)
+            self.refreshes += 1
             return len(changes)
 
     def register(self, data: Mapping[str, Any], imds: str = "optional") -> InstanceView:

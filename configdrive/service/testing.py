@@ -4,6 +4,8 @@
   blocking clients (cloud-init's datasources, ``http.client``) can talk to it over loopback.
 - :func:`guest_spec` makes an instance spec whose fixed IP is a loopback address: all of
   127.0.0.0/8 reaches the host on Linux, so a client bound to 127.x.y.z *is* that guest.
+- :func:`connect` opens a client connection from a given source address that can never be a
+  TCP self-connection (see its docstring); :func:`http_request` sends one request over it.
 - :func:`serve_process` runs ``configdrive serve --config FILE`` as its own process, as an
   operator would, until the block ends.
 - :func:`crawl_many` is the boot-storm load: N guests, each crawling its whole tree at once
@@ -14,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -32,12 +36,17 @@ from configdrive.service.store import Store
 
 __all__ = [
     "CrawlResult",
+    "GuestConnection",
     "ServeProcess",
     "ServerThread",
+    "SelfConnectError",
+    "check_not_self",
+    "connect",
     "crawl_many",
     "guest_ip",
     "guest_spec",
     "http_request",
+    "refusing_port",
     "serve_process",
     "stop_process",
 ]
@@ -80,6 +89,90 @@ def guest_spec(index: int, **extra: Any) -> dict[str, Any]:
     return spec
 
 
+class SelfConnectError(ConnectionRefusedError):
+    """A client socket got connected to itself: nothing listened on the port it dialled."""
+
+
+# Linux: bind() takes the address only and the port is chosen at connect() time, for the
+# whole 4-tuple (socket.IP_BIND_ADDRESS_NO_PORT from Python 3.12 on).
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+
+
+def check_not_self(sock: socket.socket) -> None:
+    """Raise :class:`SelfConnectError` if ``sock`` is connected to itself.
+
+    A client that binds ``(source, 0)`` and dials ``source:PORT`` while nothing listens there
+    can be handed PORT itself as its source port (the kernel just freed it when the listener
+    closed): TCP's simultaneous open then connects the socket to itself, the request comes
+    back as the "response", and ``http.client`` raises ``BadStatusLine`` instead of the
+    connection refusal the caller expects. What really happened is a refusal, so say so."""
+    local, peer = sock.getsockname(), sock.getpeername()
+    if local[:2] == peer[:2]:
+        raise SelfConnectError(
+            errno.ECONNREFUSED,
+            f"connection to {peer[0]}:{peer[1]} refused (nothing listens there: the socket "
+            "connected to itself)",
+        )
+
+
+def connect(
+    host: str,
+    port: int,
+    *,
+    source: str | None = None,
+    source_port: int = 0,
+    timeout: float | None = 10.0,
+) -> socket.socket:
+    """A TCP connection to ``host:port`` from ``source`` (a loopback address standing for a
+    guest; ``None``: the kernel's choice), never connected to itself.
+
+    The source port is picked at connect() time for the full 4-tuple (IP_BIND_ADDRESS_NO_PORT),
+    not by bind(), which readily hands out a port a listener closed a moment ago, and a
+    self-connection that still happens raises :class:`SelfConnectError` (a
+    ``ConnectionRefusedError``). ``source_port`` fixes the source port (tests of this guard)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        if source is not None or source_port:
+            if not source_port:
+                with contextlib.suppress(OSError):  # not Linux: bind picks, the check stays
+                    sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            sock.bind((source or ("::" if family == socket.AF_INET6 else "0.0.0.0"), source_port))
+        sock.connect((host, port))
+        check_not_self(sock)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+@contextlib.contextmanager
+def refusing_port(host: str = "127.0.0.1") -> Iterator[int]:
+    """A port on ``host`` that refuses every connection while the block runs: bound, never
+    listening. Bound, it is handed to no other socket (no server can take it, no client gets
+    it as its source port, so none can self-connect there), unlike a port that was free a
+    moment ago."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        yield int(sock.getsockname()[1])
+
+
+class GuestConnection(http.client.HTTPConnection):
+    """``http.client.HTTPConnection`` from a guest's source address, through :func:`connect`."""
+
+    def __init__(
+        self, host: str, port: int, *, source: str | None = None, timeout: float = 10.0
+    ) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self.source = source
+
+    def connect(self) -> None:
+        self.sock = connect(self.host, self.port, source=self.source, timeout=self.timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 def http_request(
     port: int,
     path: str,
@@ -91,8 +184,9 @@ def http_request(
     host: str = "127.0.0.1",
     timeout: float = 10.0,
 ) -> tuple[int, dict[str, str], bytes]:
-    """One request from ``source`` (a loopback address standing for a guest)."""
-    conn = http.client.HTTPConnection(host, port, timeout=timeout, source_address=(source, 0))
+    """One request from ``source`` (a loopback address standing for a guest). A port nothing
+    listens on raises ``ConnectionRefusedError``, whatever the kernel did (see :func:`connect`)."""
+    conn = GuestConnection(host, port, source=source, timeout=timeout)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
@@ -259,6 +353,8 @@ async def _crawl_one(
     # one keep-alive connection per guest, bound to the guest's own address
     reader, writer = await asyncio.open_connection(host, port, local_addr=(source, 0))
     try:
+        sock = writer.get_extra_info("socket")
+        check_not_self(sock)
         for path in paths:
             writer.write(f"GET {path} HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n".encode())
             head = await reader.readuntil(b"\r\n\r\n")
