@@ -217,7 +217,7 @@ def run_disk(
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("-n", type=int, default=200, help="drives per method and round (200)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds per disk (default 5)")
     parser.add_argument("--dir", action="append", type=Path, metavar="DIR",
