@@ -443,19 +443,24 @@ def test_deterministic(tree: dict[str, bytes], monkeypatch: pytest.MonkeyPatch) 
         vfat_image(tree, label="config-2")
 
 
+class Counting(io.BytesIO):
+    """An output that counts the bytes written to it (seeks over holes are not counted)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = 0
+
+    def write(self, b: object) -> int:
+        n = super().write(b)  # type: ignore[arg-type]
+        self.written += n
+        return n
+
+
 def test_write_is_sparse_and_returns_size(tree: dict[str, bytes]) -> None:
-    class Counting(io.BytesIO):
-        written = 0
-
-        def write(self, b: object) -> int:
-            n = super().write(b)  # type: ignore[arg-type]
-            Counting.written += n
-            return n
-
     out = Counting()
     assert write_vfat(tree, out, label="config-2", size=NOVA_VFAT_SIZE) == NOVA_VFAT_SIZE
     assert len(out.getvalue()) == NOVA_VFAT_SIZE
-    assert Counting.written < 2 * 1024 * 1024
+    assert out.written < 2 * 1024 * 1024
 
 
 def test_fit_mode_writes_the_tree_not_a_blank_volume() -> None:
@@ -463,21 +468,13 @@ def test_fit_mode_writes_the_tree_not_a_blank_volume() -> None:
     the metadata areas and the file bytes are written, and the volume is sized to the tree."""
     tree = {f"openstack/v{v}/file{i}.json": b"x" * 1024 for v in range(3) for i in range(20)}
 
-    class Counting(io.BytesIO):
-        written = 0
-
-        def write(self, b: object) -> int:
-            n = super().write(b)  # type: ignore[arg-type]
-            Counting.written += n
-            return n
-
     out = Counting()
     size = write_vfat(tree, out, label="config-2", timestamp=TS)
     data = sum(map(len, tree.values()))  # 60 KiB in 60 files of one 2 KiB cluster or less
     assert size < 4 * data  # not 64 MiB: sized to fit, clusters and slack included
     metadata = 512 + 2 * 512 + 512 * 32 + 4 * 2048  # boot, FATs (< 1 sector), root, 4 dirs
     assert data + metadata < size  # so a writer that zero-fills the volume fails below
-    assert data <= Counting.written <= data + metadata, (Counting.written, data, metadata)
+    assert data <= out.written <= data + metadata, (out.written, data, metadata)
 
 
 @pytest.mark.parametrize(
