@@ -42,7 +42,7 @@ from configdrive.model import Instance, Networking
 from configdrive.run import find_tool, run
 from configdrive.virt import Backend, get_backend
 from configdrive.virt.accel import ProbeResult, probe_accelerator
-from configdrive.virt.domain import USER_NET, GuestFwd, GuestSpec
+from configdrive.virt.domain import USER_NET, Firmware, GuestFwd, GuestSpec
 
 if TYPE_CHECKING:
     from configdrive.service.client import AdminClient
@@ -77,6 +77,7 @@ class BootImage:
     cmdline: str = ""
     properties: Mapping[str, str] = field(default_factory=dict)
     key: str = ""
+    firmware: Firmware = Firmware.BIOS  # what the image boots with (its manifest's "firmware")
 
     def kernel_for(self, machine: str) -> tuple[Path | None, Path | None]:
         if "q35" in machine and self.kernel_generic is not None:
@@ -144,6 +145,7 @@ def load_image(ref: str | os.PathLike[str]) -> BootImage:
             cmdline=str(data.get("cmdline", "")),
             properties={str(k): str(v) for k, v in (data.get("properties") or {}).items()},
             key=str(data.get("key", "")),
+            firmware=_firmware(data.get("firmware", "bios"), f"{manifest}: firmware"),
         )
         for part in (image.kernel, image.initrd, image.kernel_generic, image.initrd_generic):
             if part is not None and not part.is_file():
@@ -152,6 +154,16 @@ def load_image(ref: str | os.PathLike[str]) -> BootImage:
     if path.is_file():
         return BootImage(disk=path, key=f"{path.stat().st_ino:x}-{path.stat().st_size:x}")
     raise SpecError("image", f"no image at {path}", hint="build one with `configdrive image build`")
+
+
+_UNIX_PATH_MAX = 107  # sun_path is 108 bytes, the last one NUL
+
+
+def _firmware(value: object, where: str) -> Firmware:
+    try:
+        return Firmware(str(value))
+    except ValueError:
+        raise SpecError(where, f"must be bios or uefi, not {value!r}") from None
 
 
 @dataclass(frozen=True)
@@ -163,6 +175,7 @@ class BootRequest:
     properties: Mapping[str, str] = field(default_factory=dict)  # overrides image properties
     extra_cmdline: str = ""
     user_net: tuple[GuestFwd, ...] | None = None
+    firmware: Firmware | None = None  # --firmware; None: the image's
 
 
 def required_by(requested: bool | None, host: HostConfig, properties: Mapping[str, str]) -> bool:
@@ -224,9 +237,12 @@ class InstanceRecord:
             "config_drive",
             "qmp_socket",
             "pidfile",
+            "uefi_code",
+            "uefi_vars",
         ):
             if raw.get(key) is not None:
                 raw[key] = Path(raw[key])
+        raw["firmware"] = Firmware(raw.get("firmware", "bios"))
         if raw.get("user_net") is not None:
             raw["user_net"] = tuple(GuestFwd(**rule) for rule in raw["user_net"])
         return GuestSpec(**raw)
@@ -307,7 +323,15 @@ def _base_image(image: BootImage, host: HostConfig) -> BootImage:
     disk = placed.pop("disk")
     assert disk is not None
     return BootImage(
-        disk=disk, cmdline=image.cmdline, properties=image.properties, key=key, **placed
+        disk=disk,
+        kernel=placed["kernel"],
+        initrd=placed["initrd"],
+        kernel_generic=placed["kernel_generic"],
+        initrd_generic=placed["initrd_generic"],
+        cmdline=image.cmdline,
+        properties=image.properties,
+        key=key,
+        firmware=image.firmware,
     )
 
 
@@ -350,6 +374,17 @@ def boot(
             "is none (no NIC), but the boot gives the guest a network",
             hint="leave networks out (a NIC no spec describes, DHCP) or describe its port",
         )
+    firmware = request.firmware or request.image.firmware
+    if firmware is Firmware.UEFI:
+        for what, path in (("uefi_code", host.uefi_code),
+                           ("uefi_vars_template", host.uefi_vars_template)):  # fmt: skip
+            if not path.is_file():
+                raise SpecError(
+                    "firmware",
+                    f"uefi needs OVMF, but {what} {path} does not exist",
+                    hint="apt-get install ovmf, or set uefi_code and uefi_vars_template in the "
+                    "host config",
+                )
     drive_needed = required_by(request.config_drive, host, properties)
     admin = _admin_client(host) if registers(drive_needed, host) else None
     qemu_img = find_tool("qemu-img")
@@ -368,6 +403,14 @@ def boot(
     )
     say(f"accelerator: {probe.accel} ({probe.reason})")
     fmt: DriveFormat = host.config_drive_format
+    qmp = host.instances_path.absolute() / inst.uuid / "qmp.sock"
+    if backend.kind == "qemu" and len(os.fsencode(qmp)) > _UNIX_PATH_MAX:
+        raise SpecError(
+            "instances_path",
+            f"{host.instances_path} is too long for plain QEMU: the instance's QMP socket "
+            f"{qmp} exceeds the {_UNIX_PATH_MAX} bytes a unix socket path may have",
+            hint="use a shorter instances_path, or backend = libvirt",
+        )
     # --- create
     host.instances_path.mkdir(parents=True, exist_ok=True)
     os.chmod(host.instances_path, 0o755)
@@ -404,6 +447,12 @@ def boot(
             say(f"config drive: {drive} ({fmt}, {result.size} bytes)")
         console = directory / "console.log"
         console.touch(mode=0o644)
+        nvram: Path | None = None
+        if firmware is Firmware.UEFI:  # the instance's own variable store, gone with it
+            nvram = directory / "nvram.fd"
+            shutil.copyfile(host.uefi_vars_template, nvram)
+            os.chmod(nvram, 0o644)
+            say(f"firmware: uefi ({host.uefi_code}, variables in {nvram})")
         cmdline = " ".join(p for p in (base.cmdline, request.extra_cmdline) if p)
         spec = GuestSpec(
             name=domain_name(inst.uuid),
@@ -430,6 +479,9 @@ def boot(
             qmp_socket=directory / "qmp.sock" if backend.kind == "qemu" else None,
             pidfile=directory / "qemu.pid" if backend.kind == "qemu" else None,
             extra_cpu=probe.cpu if probe.accel == "kvm" else None,
+            firmware=firmware,
+            uefi_code=host.uefi_code if nvram is not None else None,
+            uefi_vars=nvram,
         )
         (directory / "libvirt.xml").write_text(backend.definition(spec))
         if admin is not None:  # before the guest starts: its first request must find it

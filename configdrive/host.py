@@ -16,6 +16,8 @@ connection_uri = qemu:///system
 backend = libvirt           # libvirt | qemu (plain QEMU, no libvirtd)
 metadata_admin_url = http://127.0.0.1:8776   # unset: register nothing
 metadata_register = no-drive                 # no-drive | always
+uefi_code = /usr/share/OVMF/OVMF_CODE_4M.fd           # OVMF for --firmware uefi (Debian's ovmf)
+uefi_vars_template = /usr/share/OVMF/OVMF_VARS_4M.fd  # copied per instance, removed by delete
 ```
 
 With ``metadata_admin_url`` set, ``configdrive boot`` registers each instance that gets no
@@ -113,6 +115,8 @@ class HostConfig:
     qemu_binary: str = "qemu-system-x86_64"
     metadata_admin_url: str | None = None  # the metadata service's admin API; None: no registry
     metadata_register: RegisterPolicy = RegisterPolicy.NO_DRIVE
+    uefi_code: Path = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+    uefi_vars_template: Path = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
     cache_dir: Path = field(
         default_factory=lambda: Path(
             os.environ.get("CONFIGDRIVE_CACHE", Path.home() / ".cache" / "configdrive")
@@ -198,6 +202,9 @@ def load_host_config(path: str | os.PathLike[str] | None) -> HostConfig:
             changes["qemu_binary"] = section["qemu_binary"].strip()
         if "cache_dir" in section:
             changes["cache_dir"] = Path(section["cache_dir"]).expanduser()
+        for key in ("uefi_code", "uefi_vars_template"):
+            if key in section:
+                changes[key] = Path(section[key].strip()).expanduser()
         if "metadata_admin_url" in section:
             changes["metadata_admin_url"] = _admin_url(section["metadata_admin_url"])
         if "metadata_register" in section:

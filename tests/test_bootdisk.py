@@ -1,5 +1,6 @@
 """The cloud-shaped boot disk (configdrive.guest.bootdisk), judged by sfdisk, blkid, e2fsck,
-fsck.vfat and mtools, and booted by SeaBIOS and OVMF from the disk itself (no -kernel).
+fsck.vfat and mtools, and booted by SeaBIOS and OVMF from the disk itself (no -kernel) with the project's QEMU argv, on
+pc and q35, a config drive in nova's slot beside it.
 
 The GRUB modules are Debian's (grub-pc-bin, grub-efi-amd64-bin, installed by
 scripts/setup --system); the boots run under TCG.
@@ -11,6 +12,9 @@ import json
 import os
 import shutil
 import subprocess
+import sys
+import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +22,7 @@ import pytest
 
 from configdrive.guest import bootdisk
 from configdrive.guest.bootdisk import BootDiskError
+from configdrive.virt.domain import Firmware, GuestSpec, qemu_argv
 
 Sh = Callable[..., subprocess.CompletedProcess[bytes]]
 GRUB_LIB = Path("/usr/lib/grub")
@@ -136,37 +141,158 @@ def test_a_core_image_that_does_not_fit_or_is_not_grubs_is_refused(tmp_path: Pat
     assert image.read_bytes() == b"\0" * 512  # nothing written
 
 
-def _boot(image: Path, firmware: str, tmp_path: Path) -> str:
+def _boot(image: Path, firmware: Firmware, machine: str, tmp_path: Path) -> str:
+    """Boot the disk with the project's own QEMU argv (configdrive.virt.domain.qemu_argv)."""
     qemu = shutil.which("qemu-system-x86_64")
     assert qemu, "qemu-system-x86_64 missing: run scripts/setup --system"
-    console = tmp_path / f"{firmware}.log"
-    argv = [qemu, "-accel", "tcg", "-m", "512", "-nodefaults", "-display", "none",
-            "-no-reboot", "-serial", f"file:{console}",
-            "-drive", f"file={image},format=raw,if=virtio,snapshot=on"]  # fmt: skip
-    if firmware == "uefi":
+    qcow2 = tmp_path / "disk.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(image),
+                    str(qcow2)], check=True)  # fmt: skip
+    drive = tmp_path / "disk.config"
+    drive.write_bytes(b"\0" * 2048 * 16)  # the slot is what matters here, not the contents
+    nvram = None
+    if firmware is Firmware.UEFI:
         assert OVMF_CODE.is_file(), "OVMF missing: run scripts/setup --system"
-        vars_copy = tmp_path / "OVMF_VARS.fd"
-        shutil.copyfile(OVMF_VARS, vars_copy)
-        argv += ["-machine", "q35",
-                 "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
-                 "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}"]  # fmt: skip
-    else:
-        argv += ["-machine", "pc"]
+        nvram = tmp_path / "nvram.fd"
+        shutil.copyfile(OVMF_VARS, nvram)
+    spec = GuestSpec(
+        name="bootdisk", uuid="6f0d2a3e-1111-4222-8333-944455556666", vcpus=1, ram_mb=512,
+        machine=machine, accel="tcg", disk=qcow2, console_log=tmp_path / "console.log",
+        config_drive=drive, firmware=firmware,
+        uefi_code=OVMF_CODE if nvram else None, uefi_vars=nvram,
+    )  # fmt: skip
     # a hang guard, not a speed check: GRUB's `reboot` ends QEMU (-no-reboot)
-    subprocess.run(argv, check=True, timeout=120, env={**os.environ, "LC_ALL": "C"})
-    return console.read_bytes().decode("utf-8", "replace")
+    subprocess.run(qemu_argv(spec, qemu), check=True, timeout=120, capture_output=True)
+    return spec.console_log.read_bytes().decode("utf-8", "replace")
 
 
 @pytest.mark.vm
-@pytest.mark.parametrize("firmware", ["bios", "uefi"])
+@pytest.mark.parametrize(
+    ("firmware", "machine"),
+    [(Firmware.BIOS, "pc"), (Firmware.UEFI, "q35"), (Firmware.UEFI, "pc"), (Firmware.BIOS, "q35")],
+)
 def test_the_disk_boots_grub_under_each_firmware(
-    disk: tuple[Path, bootdisk.DiskLayout], firmware: str, tmp_path: Path
+    disk: tuple[Path, bootdisk.DiskLayout], firmware: Firmware, machine: str, tmp_path: Path
 ) -> None:
     image, _ = disk
-    text = _boot(image, firmware, tmp_path)
-    platform = {"bios": "pc", "uefi": "efi"}[firmware]
+    text = _boot(image, firmware, machine, tmp_path)
+    platform = {Firmware.BIOS: "pc", Firmware.UEFI: "efi"}[firmware]
     assert f"CONFIGDRIVE-GRUB platform={platform}" in text, text[-2000:]
     assert f"CONFIGDRIVE-GRUB platform={platform} root=hd0,gpt1" in text, text[-2000:]
     assert f"CONFIGDRIVE-GRUB marker={MARKER}" in text, text[-2000:]
     assert "CONFIGDRIVE-GRUB end" in text
     assert "error:" not in text, text[-2000:]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "configdrive", *args], capture_output=True, text=True, check=False
+    )
+
+
+def _image_dir(image: Path, tmp_path: Path, firmware: str) -> Path:
+    """An image directory as `configdrive image build` lays one out, for the test disk."""
+    directory = tmp_path / "image"
+    directory.mkdir()
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(image),
+                    str(directory / "disk.qcow2")], check=True)  # fmt: skip
+    manifest = {"qcow2": "disk.qcow2", "firmware": firmware, "key": f"bootdisk-{firmware}"}
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    return directory
+
+
+def _host_conf(tmp_path: Path, backend: str, machine: str, **extra: str) -> Path:
+    conf = tmp_path / "host.conf"
+    lines = "".join(f"{k} = {v}\n" for k, v in extra.items())
+    # short: plain QEMU's QMP socket lives in the instance directory (108-byte unix paths)
+    instances = Path(tempfile.mkdtemp(prefix="cd-fw-", dir="/tmp"))
+    (tmp_path / "instances").symlink_to(instances)
+    conf.write_text(
+        f"[DEFAULT]\ninstances_path = {instances}\nforce_config_drive = true\n"
+        f"[libvirt]\nvirt_type = qemu\nhw_machine_type = {machine}\n"
+        f"[configdrive]\nbackend = {backend}\n{lines}"
+    )
+    os.chmod(tmp_path, 0o755)
+    return conf
+
+
+@pytest.mark.vm
+@pytest.mark.parametrize(
+    ("backend", "machine", "manifest_firmware", "flag"),
+    [("qemu", "q35", "uefi", None), ("libvirt", "q35", "bios", "uefi"),
+     ("qemu", "pc", "uefi", "bios")],
+)  # fmt: skip
+def test_boot_takes_the_firmware_from_the_manifest_or_the_flag(
+    disk: tuple[Path, bootdisk.DiskLayout],
+    tmp_path: Path,
+    backend: str,
+    machine: str,
+    manifest_firmware: str,
+    flag: str | None,
+    libvirtd: str,
+) -> None:
+    image, _ = disk
+    conf = _host_conf(tmp_path, backend, machine)
+    name = f"fw-{backend}-{machine}"
+    args = ["boot", "--image", str(_image_dir(image, tmp_path, manifest_firmware)),
+            "--host-config", str(conf), "--json", name]  # fmt: skip
+    if flag:
+        args += ["--firmware", flag]
+    proc = _cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    directory = Path(record["path"])
+    try:
+        want = flag or manifest_firmware
+        nvram = directory / "nvram.fd"
+        assert nvram.is_file() == (want == "uefi")
+        console = directory / "console.log"
+        platform = {"bios": "pc", "uefi": "efi"}[want]
+        deadline = time.monotonic() + 180  # a hang guard, not a speed check
+        while "CONFIGDRIVE-GRUB end" not in console.read_text(errors="replace"):
+            assert time.monotonic() < deadline, console.read_text(errors="replace")[-2000:]
+            time.sleep(1)
+        assert f"platform={platform} root=hd0,gpt1" in console.read_text(errors="replace")
+    finally:
+        deleted = _cli("delete", name, "--host-config", str(conf))
+    assert deleted.returncode == 0, deleted.stderr
+    assert not directory.exists()  # the variable store goes with the instance
+    shutil.rmtree((tmp_path / "instances").resolve(), ignore_errors=True)
+
+
+@pytest.mark.tools
+def test_uefi_on_a_host_without_ovmf_is_refused_and_leaves_nothing(
+    disk: tuple[Path, bootdisk.DiskLayout], tmp_path: Path
+) -> None:
+    image, _ = disk
+    missing = tmp_path / "no-such-OVMF_CODE.fd"
+    conf = _host_conf(tmp_path, "qemu", "q35", uefi_code=str(missing))
+    proc = _cli("boot", "--image", str(_image_dir(image, tmp_path, "uefi")),
+                "--host-config", str(conf), "no-ovmf")  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"error: firmware: uefi needs OVMF, but uefi_code {missing}")
+    assert "apt-get install ovmf" in lines[-1]
+    instances = (tmp_path / "instances").resolve()
+    assert not [p for p in instances.iterdir() if p.name != "_base"]
+    shutil.rmtree(instances)
+
+
+@pytest.mark.tools
+def test_plain_qemu_refuses_an_instances_path_too_long_for_its_qmp_socket(
+    disk: tuple[Path, bootdisk.DiskLayout], tmp_path: Path
+) -> None:
+    image, _ = disk
+    deep = tmp_path / ("d" * 60)
+    conf = tmp_path / "host.conf"
+    conf.write_text(f"[DEFAULT]\ninstances_path = {deep}\n[libvirt]\nvirt_type = qemu\n"
+                    "[configdrive]\nbackend = qemu\n")  # fmt: skip
+    proc = _cli("boot", "--image", str(_image_dir(image, tmp_path, "bios")),
+                "--host-config", str(conf), "too-deep")  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: instances_path: {deep} is too long for plain QEMU")
+    )
+    assert not deep.exists()

@@ -10,7 +10,7 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
-from configdrive.virt.domain import GuestFwd, GuestSpec, domain_xml
+from configdrive.virt.domain import Firmware, GuestFwd, GuestSpec, domain_xml
 
 pytestmark = pytest.mark.tools
 Run = Callable[..., subprocess.CompletedProcess[bytes]]
@@ -64,3 +64,32 @@ def test_libvirt_accepts_our_domain(
             a.get("value") for a in root.iter("{http://libvirt.org/schemas/domain/qemu/1.0}arg")
         ]
         assert any(a and "restrict=on" in a for a in args)
+
+
+@pytest.mark.parametrize("machine", ["q35", "pc"])
+def test_libvirt_accepts_a_uefi_domain_and_keeps_its_loader_and_nvram(
+    tmp_path: Path, sh: Run, libvirtd: str, machine: str
+) -> None:
+    for name in ("disk", "disk.config", "console.log", "nvram.fd"):
+        (tmp_path / name).write_bytes(b"")
+    code = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+    assert code.is_file(), "OVMF missing: run scripts/setup --system"
+    guest = GuestSpec(
+        name=f"cd-define-{uuid.uuid4().hex[:8]}", uuid=str(uuid.uuid4()), vcpus=1, ram_mb=256,
+        machine=machine, accel="tcg", disk=tmp_path / "disk", console_log=tmp_path / "console.log",
+        config_drive=tmp_path / "disk.config", firmware=Firmware.UEFI, uefi_code=code,
+        uefi_vars=tmp_path / "nvram.fd",
+    )  # fmt: skip
+    xml_file = tmp_path / "libvirt.xml"
+    xml_file.write_text(domain_xml(guest))
+    sh(["virsh", "-c", libvirtd, "define", str(xml_file)])
+    try:
+        dumped = sh(["virsh", "-c", libvirtd, "dumpxml", guest.uuid]).stdout.decode()
+    finally:
+        sh(["virsh", "-c", libvirtd, "undefine", "--keep-nvram", guest.uuid])
+    os_ = ET.fromstring(dumped).find("./os")
+    assert os_ is not None
+    loader, nvram = os_.find("loader"), os_.find("nvram")
+    assert loader is not None and loader.text == str(code) and loader.get("type") == "pflash"
+    assert loader.get("readonly") == "yes"
+    assert nvram is not None and nvram.text == str(tmp_path / "nvram.fd")

@@ -20,6 +20,7 @@ from configdrive.host import (
 )
 from configdrive.virt.accel import probe_argv
 from configdrive.virt.domain import (
+    Firmware,
     GuestFwd,
     GuestSpec,
     IsolationError,
@@ -120,6 +121,34 @@ def test_qemu_argv(tmp_path: Path) -> None:
     assert "virtio-blk-pci,drive=drive-vdb,id=vdb" in vfat
     commas = qemu_argv(spec(tmp_path, disk=tmp_path / "a,b" / "disk"))
     assert any("file=" + str(tmp_path) + "/a,,b/disk," in a for a in commas)
+
+
+def test_uefi_guests_get_ovmf_code_read_only_and_their_own_variable_store(tmp_path: Path) -> None:
+    code, nvram = tmp_path / "OVMF_CODE_4M.fd", tmp_path / "inst" / "nvram.fd"
+    uefi = spec(tmp_path, machine="q35", firmware=Firmware.UEFI, uefi_code=code, uefi_vars=nvram)
+    argv = qemu_argv(uefi)
+    pflash = [argv[i + 1] for i, a in enumerate(argv) if a == "-drive" and "pflash" in argv[i + 1]]
+    assert pflash == [
+        f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
+        f"if=pflash,format=raw,unit=1,file={nvram}",
+    ]
+    os_ = ET.fromstring(domain_xml(uefi)).find("./os")
+    assert os_ is not None
+    loader, store = os_.find("loader"), os_.find("nvram")
+    assert loader is not None and loader.text == str(code)
+    assert loader.attrib == {"readonly": "yes", "type": "pflash", "secure": "no"}
+    assert store is not None and store.text == str(nvram)
+    # BIOS (the default) has neither
+    bios = spec(tmp_path)
+    assert not any("pflash" in a for a in qemu_argv(bios))
+    assert ET.fromstring(domain_xml(bios)).find("./os/loader") is None
+
+
+def test_a_uefi_guest_without_its_firmware_files_cannot_be_described(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="firmware uefi needs uefi_code and uefi_vars"):
+        spec(tmp_path, firmware=Firmware.UEFI, uefi_code=tmp_path / "code")
+    with pytest.raises(ValueError, match="for firmware uefi only"):
+        spec(tmp_path, uefi_vars=tmp_path / "vars")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from configdrive.drive import DriveFormat
 from configdrive.errors import ConfigDriveError, SpecError
 from configdrive.host import Accelerator, BackendKind, HostConfig, find_flavor, load_host_config
 from configdrive.spec import instance_from_mapping
-from configdrive.virt.domain import GuestFwd
+from configdrive.virt.domain import Firmware, GuestFwd
 
 __all__ = ["register"]
 
@@ -114,6 +114,11 @@ def register(sub: Any) -> None:
     add_host_args(b)
     b.add_argument("--machine-type", metavar="TYPE", help="override hw_machine_type (pc, q35, …)")
     b.add_argument("--accel", choices=[str(a) for a in Accelerator], help="override virt_type")
+    b.add_argument(
+        "--firmware",
+        choices=["bios", "uefi"],
+        help="boot with SeaBIOS or OVMF (default: what the image's manifest says, else bios)",
+    )
     b.add_argument(
         "--config-drive-format",
         choices=[str(f) for f in DriveFormat],
@@ -265,7 +270,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
     requested = None if args.config_drive is None else _bool(args.config_drive, "config_drive")
     request = BootRequest(
         instance, flavor, image, requested, properties, extra_cmdline=args.append,
-        user_net=_user_net(args),
+        user_net=_user_net(args), firmware=Firmware(args.firmware) if args.firmware else None,
     )  # fmt: skip
     started = time.monotonic()
     record = boot(request, host, progress=_progress(args))

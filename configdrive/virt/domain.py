@@ -9,10 +9,16 @@ filesystem refuses O_DIRECT). The drive is the last local disk.
 Guests never reach beyond this machine: no NIC by default, and the only network allowed is
 QEMU user networking with ``restrict=on`` whose ``guestfwd`` rules point at loopback. Every
 argv and XML built here passes :func:`check_isolated`.
+
+Firmware: SeaBIOS (``bios``, QEMU's default) or OVMF (``uefi``): OVMF's code read-only on the
+first pflash unit and the instance's own copy of its variable store on the second, in libvirt
+an explicit ``<loader type="pflash">`` and ``<nvram>`` (so the host's firmware descriptors do
+not choose for us).
 """
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import re
 import shlex
@@ -24,6 +30,7 @@ from configdrive.errors import ConfigDriveError
 
 __all__ = [
     "DriveSlot",
+    "Firmware",
     "GuestFwd",
     "GuestSpec",
     "IsolationError",
@@ -34,6 +41,14 @@ __all__ = [
     "qemu_argv",
     "quote_optarg",
 ]
+
+
+class Firmware(enum.StrEnum):
+    """What the guest boots with: SeaBIOS, or OVMF (UEFI)."""
+
+    BIOS = "bios"
+    UEFI = "uefi"
+
 
 VALID_CDROM_BUSES = frozenset({"ide", "sata", "scsi", "usb", "virtio"})
 VALID_DISK_BUSES = frozenset({"virtio", "ide", "sata", "scsi", "usb"})
@@ -130,6 +145,16 @@ class GuestSpec:
     qmp_socket: Path | None = None
     pidfile: Path | None = None
     extra_cpu: str | None = field(default=None)  # e.g. "host,-arch-capabilities" for KVM
+    firmware: Firmware = Firmware.BIOS
+    uefi_code: Path | None = None  # OVMF's code (read-only); uefi only
+    uefi_vars: Path | None = None  # this instance's copy of OVMF's variable store; uefi only
+
+    def __post_init__(self) -> None:
+        uefi = self.firmware is Firmware.UEFI
+        if uefi and (self.uefi_code is None or self.uefi_vars is None):
+            raise ValueError("firmware uefi needs uefi_code and uefi_vars")
+        if not uefi and (self.uefi_code is not None or self.uefi_vars is not None):
+            raise ValueError("uefi_code and uefi_vars are for firmware uefi only")
 
 
 def quote_optarg(value: str) -> str:
@@ -208,6 +233,13 @@ def qemu_argv(spec: GuestSpec, qemu: str = "qemu-system-x86_64") -> list[str]:
     ]  # fmt: skip
     if spec.extra_cpu:
         argv += ["-cpu", spec.extra_cpu]
+    if spec.firmware is Firmware.UEFI:
+        assert spec.uefi_code is not None and spec.uefi_vars is not None
+        code, nvram = quote_optarg(str(spec.uefi_code)), quote_optarg(str(spec.uefi_vars))
+        argv += [
+            "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
+            "-drive", f"if=pflash,format=raw,unit=1,file={nvram}",
+        ]  # fmt: skip
     if spec.kernel is not None:
         argv += ["-kernel", str(spec.kernel)]
         if spec.initrd is not None:
@@ -262,6 +294,10 @@ def domain_xml(spec: GuestSpec) -> str:
         _sub(system, "entry", value, name=key)
     os_ = _sub(domain, "os")
     _sub(os_, "type", "hvm", arch="x86_64", machine=spec.machine)
+    if spec.firmware is Firmware.UEFI:
+        assert spec.uefi_code is not None and spec.uefi_vars is not None
+        _sub(os_, "loader", str(spec.uefi_code), readonly="yes", type="pflash", secure="no")
+        _sub(os_, "nvram", str(spec.uefi_vars))
     _sub(os_, "smbios", mode="sysinfo")
     if spec.kernel is not None:
         _sub(os_, "kernel", str(spec.kernel))
