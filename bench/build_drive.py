@@ -49,7 +49,7 @@ from configdrive.benchmark import machine_info  # noqa: E402
 from configdrive.drive import read_drive, write_drive, write_image  # noqa: E402
 
 NOVA_ARGV = ["-ldots", "-allow-lowercase", "-allow-multidot", "-l", "-publisher",
-             "OpenStack Nova 31.0.0", "-quiet", "-J", "-r", "-V", "config-2"]  # fmt: skip
+             "OpenStack Nova 34.0.0", "-quiet", "-J", "-r", "-V", "config-2"]  # fmt: skip
 OURS_DURABLE = "configdrive, durable (fsync file + dir)"
 OURS_FAST = "configdrive, no fsync"
 NOVA_DURABLE = "nova's way, durable (fsync file + dir)"
