@@ -29,7 +29,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -322,16 +322,15 @@ def _base_image(image: BootImage, host: HostConfig) -> BootImage:
         placed[name] = dst
     disk = placed.pop("disk")
     assert disk is not None
-    return BootImage(
+    # replace(): every other field (cmdline, properties, firmware, ...) stays the image's
+    return replace(
+        image,
         disk=disk,
+        key=key,
         kernel=placed["kernel"],
         initrd=placed["initrd"],
         kernel_generic=placed["kernel_generic"],
         initrd_generic=placed["initrd_generic"],
-        cmdline=image.cmdline,
-        properties=image.properties,
-        key=key,
-        firmware=image.firmware,
     )
 
 
@@ -403,18 +402,18 @@ def boot(
     )
     say(f"accelerator: {probe.accel} ({probe.reason})")
     fmt: DriveFormat = host.config_drive_format
-    qmp = host.instances_path.absolute() / inst.uuid / "qmp.sock"
-    if backend.kind == "qemu" and len(os.fsencode(qmp)) > _UNIX_PATH_MAX:
+    directory = host.instances_path / inst.uuid
+    qmp = directory / "qmp.sock" if backend.kind == "qemu" else None
+    if qmp is not None and len(os.fsencode(qmp.absolute())) > _UNIX_PATH_MAX:
         raise SpecError(
             "instances_path",
             f"{host.instances_path} is too long for plain QEMU: the instance's QMP socket "
-            f"{qmp} exceeds the {_UNIX_PATH_MAX} bytes a unix socket path may have",
+            f"{qmp.absolute()} exceeds the {_UNIX_PATH_MAX} bytes a unix socket path may have",
             hint="use a shorter instances_path, or backend = libvirt",
         )
     # --- create
     host.instances_path.mkdir(parents=True, exist_ok=True)
     os.chmod(host.instances_path, 0o755)
-    directory = host.instances_path / inst.uuid
     directory.mkdir(mode=0o755)
     spec: GuestSpec | None = None
     registered = False
@@ -476,7 +475,7 @@ def boot(
             # and cloud-init brings the NIC up with DHCP (QEMU's user network answers it)
             nic_mac=guest_mac(inst) if request.user_net is not None else None,
             user_net_dhcp_start=_dhcp_address(inst) if request.user_net is not None else None,
-            qmp_socket=directory / "qmp.sock" if backend.kind == "qemu" else None,
+            qmp_socket=qmp,
             pidfile=directory / "qemu.pid" if backend.kind == "qemu" else None,
             extra_cpu=probe.cpu if probe.accel == "kvm" else None,
             firmware=firmware,

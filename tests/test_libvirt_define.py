@@ -16,6 +16,20 @@ pytestmark = pytest.mark.tools
 Run = Callable[..., subprocess.CompletedProcess[bytes]]
 
 
+def _define_and_read_back(
+    guest: GuestSpec, tmp_path: Path, sh: Run, libvirtd: str, *undefine: str
+) -> ET.Element:
+    """Define our XML for ``guest`` in libvirtd, read back what libvirt kept, undefine it."""
+    xml_file = tmp_path / "libvirt.xml"
+    xml_file.write_text(domain_xml(guest))
+    sh(["virsh", "-c", libvirtd, "define", str(xml_file)])
+    try:
+        dumped = sh(["virsh", "-c", libvirtd, "dumpxml", guest.uuid]).stdout.decode()
+    finally:
+        sh(["virsh", "-c", libvirtd, "undefine", *undefine, guest.uuid])
+    return ET.fromstring(dumped)
+
+
 @pytest.mark.parametrize(
     ("machine", "vfat", "net"),
     [("pc", False, None), ("q35", False, None), ("pc", True, None),
@@ -37,14 +51,7 @@ def test_libvirt_accepts_our_domain(
         kernel=tmp_path / "vmlinuz", initrd=tmp_path / "initrd.img", cmdline="console=ttyS0",
         config_drive=tmp_path / "disk.config", config_drive_vfat=vfat, user_net=net,
     )  # fmt: skip
-    xml_file = tmp_path / "libvirt.xml"
-    xml_file.write_text(domain_xml(guest))
-    sh(["virsh", "-c", libvirtd, "define", str(xml_file)])
-    try:
-        dumped = sh(["virsh", "-c", libvirtd, "dumpxml", guest.uuid]).stdout.decode()
-    finally:
-        sh(["virsh", "-c", libvirtd, "undefine", guest.uuid])
-    root = ET.fromstring(dumped)
+    root = _define_and_read_back(guest, tmp_path, sh, libvirtd)
     drive = root.findall("./devices/disk")[1]
     expected = (
         ("disk", "virtio", "vdb")
@@ -80,14 +87,8 @@ def test_libvirt_accepts_a_uefi_domain_and_keeps_its_loader_and_nvram(
         config_drive=tmp_path / "disk.config", firmware=Firmware.UEFI, uefi_code=code,
         uefi_vars=tmp_path / "nvram.fd",
     )  # fmt: skip
-    xml_file = tmp_path / "libvirt.xml"
-    xml_file.write_text(domain_xml(guest))
-    sh(["virsh", "-c", libvirtd, "define", str(xml_file)])
-    try:
-        dumped = sh(["virsh", "-c", libvirtd, "dumpxml", guest.uuid]).stdout.decode()
-    finally:
-        sh(["virsh", "-c", libvirtd, "undefine", "--keep-nvram", guest.uuid])
-    os_ = ET.fromstring(dumped).find("./os")
+    # --keep-nvram: the variable store is the test's file, not libvirt's to delete
+    os_ = _define_and_read_back(guest, tmp_path, sh, libvirtd, "--keep-nvram").find("./os")
     assert os_ is not None
     loader, nvram = os_.find("loader"), os_.find("nvram")
     assert loader is not None and loader.text == str(code) and loader.get("type") == "pflash"
