@@ -42,7 +42,16 @@ from configdrive.model import Instance, Networking
 from configdrive.run import find_tool, run
 from configdrive.virt import Backend, get_backend
 from configdrive.virt.accel import ProbeResult, probe_accelerator
-from configdrive.virt.domain import USER_NET, Firmware, GuestFwd, GuestSpec
+from configdrive.virt.domain import (
+    BUS_DRIVERS,
+    USER_NET,
+    DriveSlot,
+    Firmware,
+    GuestFwd,
+    GuestSpec,
+    config_drive_slot,
+    drivers_for,
+)
 
 if TYPE_CHECKING:
     from configdrive.service.client import AdminClient
@@ -52,6 +61,7 @@ __all__ = [
     "BootRequest",
     "InstanceRecord",
     "boot",
+    "check_drivers",
     "delete",
     "domain_name",
     "find_instance",
@@ -78,6 +88,10 @@ class BootImage:
     properties: Mapping[str, str] = field(default_factory=dict)
     key: str = ""
     firmware: Firmware = Firmware.BIOS  # what the image boots with (its manifest's "firmware")
+    # what its kernel carries of the drivers a config drive may need: name -> builtin | module
+    # | missing (the manifest's "drivers"); None: not known, so not checked
+    drivers: Mapping[str, str] | None = None
+    kernel_version: str = ""
 
     def kernel_for(self, machine: str) -> tuple[Path | None, Path | None]:
         if "q35" in machine and self.kernel_generic is not None:
@@ -109,7 +123,8 @@ def guest_mac(inst: Instance) -> str:
 
 
 def load_image(ref: str | os.PathLike[str]) -> BootImage:
-    """An image by path: a directory (or manifest.json) made by ``configdrive image build``,
+    """An image by path: a directory (or one of its manifests, e.g. ``manifest-uefi.json``)
+    made by ``configdrive image build``,
     or a plain qcow2/raw file that boots by itself; ``tuned``/``untuned`` name the project's
     own guest images (built on first use, then cached)."""
     from configdrive.image import ImageVariant, build_image
@@ -118,7 +133,7 @@ def load_image(ref: str | os.PathLike[str]) -> BootImage:
     if str(ref) in {v.value for v in ImageVariant} and not path.exists():
         path = build_image(ImageVariant(str(ref))).qcow2.parent  # cached after the first build
     manifest = path / "manifest.json" if path.is_dir() else path
-    if manifest.name == "manifest.json" and manifest.is_file():
+    if manifest.suffix == ".json" and manifest.is_file():
         try:
             data = json.loads(manifest.read_text())
         except (OSError, ValueError) as exc:
@@ -146,6 +161,8 @@ def load_image(ref: str | os.PathLike[str]) -> BootImage:
             properties={str(k): str(v) for k, v in (data.get("properties") or {}).items()},
             key=str(data.get("key", "")),
             firmware=_firmware(data.get("firmware", "bios"), f"{manifest}: firmware"),
+            drivers=_drivers(data.get("drivers"), manifest),
+            kernel_version=str(data.get("kernel_version", "")),
         )
         for part in (image.kernel, image.initrd, image.kernel_generic, image.initrd_generic):
             if part is not None and not part.is_file():
@@ -156,7 +173,38 @@ def load_image(ref: str | os.PathLike[str]) -> BootImage:
     raise SpecError("image", f"no image at {path}", hint="build one with `configdrive image build`")
 
 
-_UNIX_PATH_MAX = 107  # sun_path is 108 bytes, the last one NUL
+def _drivers(value: object, manifest: Path) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(
+        isinstance(v, str) and v in ("builtin", "module", "missing") for v in value.values()
+    ):
+        raise SpecError("image", f"{manifest}: drivers must map names to builtin|module|missing")
+    return {str(k): v for k, v in value.items()}
+
+
+def check_drivers(image: BootImage, slot: DriveSlot, vfat: bool) -> list[str]:
+    """Refuse a config drive the guest's kernel cannot see or mount (SpecError naming the
+    driver); the drivers checked, or [] when the image lists none."""
+    if image.drivers is None:
+        return []
+    needed = drivers_for(slot, vfat)
+    for driver in needed:
+        if image.drivers.get(driver, "missing") == "missing":
+            kernel = f"kernel {image.kernel_version}" if image.kernel_version else "kernel"
+            what = f"{'vfat' if vfat else 'iso9660'} {slot.device} on the {slot.bus} bus"
+            filesystem = driver in ("vfat", "isofs")
+            raise SpecError(
+                "image",
+                f"the guest's {kernel} has no {driver} (neither built in nor a module), so the "
+                f"guest could not {'mount' if filesystem else 'see'} its config drive ({what})",
+                hint="use an image whose kernel has it, or config_drive_format "
+                + ("iso9660" if vfat else "vfat")
+                if filesystem
+                else "put the drive on a bus this kernel has, e.g. --property "
+                "hw_cdrom_bus=scsi (virtio-scsi)",
+            )
+    return list(needed)
 
 
 def _firmware(value: object, where: str) -> Firmware:
@@ -385,6 +433,19 @@ def boot(
                     "host config",
                 )
     drive_needed = required_by(request.config_drive, host, properties)
+    fmt: DriveFormat = host.config_drive_format
+    if drive_needed:  # before anything is created: a drive the guest cannot see is no drive
+        slot = config_drive_slot(
+            host.machine_type,
+            fmt.filesystem == "vfat",
+            cdrom_bus=properties.get("hw_cdrom_bus"),
+            disk_bus=properties.get("hw_disk_bus"),
+        )
+        checked = check_drivers(request.image, slot, fmt.filesystem == "vfat")
+        say(
+            f"config drive: {slot.device} on the {slot.bus} bus; the guest's kernel has "
+            + (", ".join(checked) if checked else "drivers unknown (no list in the manifest)")
+        )
     admin = _admin_client(host) if registers(drive_needed, host) else None
     qemu_img = find_tool("qemu-img")
     backend.check()
@@ -401,16 +462,8 @@ def boot(
         host.accelerator, kernel=kernel, qemu=host.qemu_binary, cache_dir=host.cache_dir
     )
     say(f"accelerator: {probe.accel} ({probe.reason})")
-    fmt: DriveFormat = host.config_drive_format
     directory = host.instances_path / inst.uuid
     qmp = directory / "qmp.sock" if backend.kind == "qemu" else None
-    if qmp is not None and len(os.fsencode(qmp.absolute())) > _UNIX_PATH_MAX:
-        raise SpecError(
-            "instances_path",
-            f"{host.instances_path} is too long for plain QEMU: the instance's QMP socket "
-            f"{qmp.absolute()} exceeds the {_UNIX_PATH_MAX} bytes a unix socket path may have",
-            hint="use a shorter instances_path, or backend = libvirt",
-        )
     # --- create
     host.instances_path.mkdir(parents=True, exist_ok=True)
     os.chmod(host.instances_path, 0o755)

@@ -162,7 +162,7 @@ def load_host_config(path: str | os.PathLike[str] | None) -> HostConfig:
     config = HostConfig()
     changes: dict[str, object] = {}
     if "instances_path" in default:
-        changes["instances_path"] = Path(default["instances_path"]).expanduser()
+        changes["instances_path"] = Path(default["instances_path"]).expanduser().absolute()
     if "force_config_drive" in default:
         value = default["force_config_drive"].strip().lower()
         if value not in _BOOL:

@@ -336,3 +336,24 @@ def tuned_image() -> Any:
 def untuned_image() -> Any:
     """The untuned guest image: stock datasource list, pollinate enabled."""
     return _guest_image("untuned")
+
+
+_CLOUD_IMAGES: dict[tuple[str, str], Any] = {}
+
+
+@pytest.fixture(scope="session")
+def cloud_image() -> Any:
+    """``cloud_image(os, variant="stock")``: a cloud-shaped image (configdrive.guest.cloudimage),
+    built once (scripts/test builds them before pytest), then cached by content."""
+    from configdrive.guest.cloudimage import CloudOS, CloudVariant, build_cloud_image
+
+    def get(os_: str, variant: str = "stock") -> Any:
+        if (os_, variant) not in _CLOUD_IMAGES:
+            _CLOUD_IMAGES[os_, variant] = build_cloud_image(
+                CloudOS(os_),
+                CloudVariant(variant),
+                progress=lambda m: print(f"image: {m}", file=sys.stderr, flush=True),
+            )
+        return _CLOUD_IMAGES[os_, variant]
+
+    return get

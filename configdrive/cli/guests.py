@@ -185,20 +185,29 @@ def register(sub: Any) -> None:
     add_host_args(d)
     d.set_defaults(handler=cmd_delete)
 
-    img = sub.add_parser("image", help="build the project's guest image")
+    img = sub.add_parser("image", help="build the project's guest images")
     isub = img.add_subparsers(dest="image_verb", metavar="ACTION", required=True)
     ib = isub.add_parser(
         "build",
-        help="build a Debian 12 cloud-init guest (mmdebstrap, mkfs.ext4 -d, qcow2), cached",
+        help="build a Debian cloud-init guest image (mmdebstrap, no mounts, qcow2), cached",
+        description="Build a guest image, or find it in the cache. --boot kernel is the "
+        "project's Debian 12 test image (one ext4 filesystem, booted with -kernel); bios and "
+        "uefi build one disk shaped like Debian's genericcloud image (GPT, BIOS boot "
+        "partition, ESP, ext4 root, the guest's own GRUB) and print the manifest to boot it "
+        "with that firmware.",
     )
+    ib.add_argument("--os", choices=["debian-12", "debian-13"], default="debian-12",
+                    help="the release (default: debian-12; kernel boot: 12 only)")  # fmt: skip
+    ib.add_argument("--boot", choices=["kernel", "bios", "uefi"], default="kernel",
+                    help="kernel: direct kernel boot; bios/uefi: GRUB from the disk under "
+                    "SeaBIOS or OVMF (default: kernel)")  # fmt: skip
     ib.add_argument(
         "--variant",
-        choices=["tuned", "untuned", "pollinate", "floor", "service"],
-        default="tuned",
-        help="tuned: the project's cloud-init settings, pollinate masked; untuned: "
-        "stock datasource list, pollinate enabled; pollinate: tuned but pollinate "
-        "enabled; floor: datasource_list [None]; service: tuned but reading the "
-        "metadata service (datasource_list [OpenStack, None]) (default: tuned)",
+        choices=[*KERNEL_VARIANTS, *CLOUD_VARIANTS],
+        default=None,
+        help="--boot kernel: tuned (default), untuned, pollinate, floor, service; "
+        "--boot bios|uefi: stock (default: Debian's own cloud-init setup, ds-identify "
+        "deciding) or fast (stock tuned offline by tune-image)",
     )
     ib.add_argument("--cache-dir", metavar="DIR", help="where images are cached")
     ib.add_argument("--json", action="store_true", help="machine-readable output")
@@ -367,25 +376,42 @@ def cmd_delete(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_image_build(args: argparse.Namespace) -> int:
-    from configdrive.image import ImageVariant, build_image
+KERNEL_VARIANTS = ("tuned", "untuned", "pollinate", "floor", "service")
+CLOUD_VARIANTS = ("stock", "fast")
 
+
+def cmd_image_build(args: argparse.Namespace) -> int:
     cache = Path(args.cache_dir).resolve() if args.cache_dir else None
-    image = build_image(ImageVariant(args.variant), cache, progress=_progress(args))
-    directory = image.qcow2.parent
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "variant": str(image.variant),
-                    "path": str(directory),
-                    "qcow2": str(image.qcow2),
-                    "key": image.key,
-                }
-            )
-        )
+    if args.boot == "kernel":
+        from configdrive.image import ImageVariant, build_image
+
+        if args.os != "debian-12":
+            raise UsageError(f"os: --boot kernel images are debian-12 only, not {args.os}",
+                             hint="use --boot bios or --boot uefi")  # fmt: skip
+        variant = args.variant or "tuned"
+        if variant not in KERNEL_VARIANTS:
+            raise UsageError(f"variant: {variant} is for --boot bios|uefi; --boot kernel takes "
+                             f"{', '.join(KERNEL_VARIANTS)}")  # fmt: skip
+        image = build_image(ImageVariant(variant), cache, progress=_progress(args))
+        directory, key, manifest = image.qcow2.parent, image.key, image.qcow2.parent
+        qcow2 = image.qcow2
     else:
-        print(f"{image.variant} image ready: {directory} (boot it with --image {directory})")
+        from configdrive.guest.cloudimage import CloudOS, CloudVariant, build_cloud_image
+
+        variant = args.variant or "stock"
+        if variant not in CLOUD_VARIANTS:
+            raise UsageError(f"variant: {variant} is for --boot kernel; --boot {args.boot} "
+                             f"takes {', '.join(CLOUD_VARIANTS)}")  # fmt: skip
+        cloud = build_cloud_image(CloudOS(args.os), CloudVariant(variant), cache,
+                                  progress=_progress(args))  # fmt: skip
+        directory, key, qcow2 = cloud.directory, cloud.key, cloud.qcow2
+        manifest = cloud.manifest(args.boot)
+    if args.json:
+        print(json.dumps({"os": args.os, "boot": args.boot, "variant": variant,
+                          "path": str(directory), "manifest": str(manifest),
+                          "qcow2": str(qcow2), "key": key}))  # fmt: skip
+    else:
+        print(f"{args.os} {variant} image ready: {directory} (boot it with --image {manifest})")
     return EXIT_OK
 
 

@@ -157,11 +157,33 @@ EFI_MODULES = ("part_gpt", "ext2", "fat", "search", "normal", "serial", "termina
 
 
 def grub_images(
-    grub_lib: Path, root_fs_uuid: str, work: Path, *, mkimage: str | None = None
+    grub_lib: Path,
+    root_fs_uuid: str,
+    work: Path,
+    *,
+    mkimage: str | None = None,
+    chroot: Path | None = None,
 ) -> GrubImages:
     """Build GRUB's BIOS and EFI images from ``grub_lib`` (a ``/usr/lib/grub`` holding
-    ``i386-pc`` and ``x86_64-efi``, the guest's own) with ``grub-mkimage``."""
-    tool = mkimage or find_tool("grub-mkimage")
+    ``i386-pc`` and ``x86_64-efi``) with ``grub-mkimage``.
+
+    With ``chroot``, the guest's own ``grub-mkimage`` runs chrooted there (GRUB's image format
+    follows its version, so its modules go with its mkimage), ``grub_lib`` is a path inside
+    the guest and ``work`` a folder under ``chroot``."""
+    if chroot is not None:
+        tool = [find_tool("chroot"), str(chroot), mkimage or "grub-mkimage"]
+
+        def inside(path: Path) -> str:
+            return "/" + str(path.relative_to(chroot))
+
+        lib = chroot / grub_lib.relative_to("/")
+    else:
+        tool = [mkimage or find_tool("grub-mkimage")]
+
+        def inside(path: Path) -> str:
+            return str(path)
+
+        lib = grub_lib
     early = work / "grub-early.cfg"
     out: dict[str, bytes] = {}
     for target, modules, name in (
@@ -169,18 +191,17 @@ def grub_images(
         ("x86_64-efi", EFI_MODULES, "BOOTX64.EFI"),
     ):
         early.write_text(early_config(root_fs_uuid, target.split("-")[-1]))
-        directory = grub_lib / target
-        if not (directory / "kernel.img").is_file():
-            raise BootDiskError(f"{directory}: not a GRUB {target} module directory")
+        if not (lib / target / "kernel.img").is_file():
+            raise BootDiskError(f"{lib / target}: not a GRUB {target} module directory")
         dest = work / name
-        run([tool, "-O", target, "-d", directory, "-c", early, "-p", "/boot/grub",
-             "-o", dest, *modules])  # fmt: skip
+        run([*tool, "-O", target, "-d", str(grub_lib / target), "-c", inside(early),
+             "-p", "/boot/grub", "-o", inside(dest), *modules])  # fmt: skip
         out[name] = dest.read_bytes()
         dest.unlink()
     early.unlink()
-    boot_img = (grub_lib / "i386-pc" / "boot.img").read_bytes()
+    boot_img = (lib / "i386-pc" / "boot.img").read_bytes()
     if len(boot_img) != SECTOR:
-        raise BootDiskError(f"{grub_lib}/i386-pc/boot.img: {len(boot_img)} bytes, not {SECTOR}")
+        raise BootDiskError(f"{lib}/i386-pc/boot.img: {len(boot_img)} bytes, not {SECTOR}")
     return GrubImages(core_img=out["core.img"], boot_img=boot_img, efi=out["BOOTX64.EFI"])
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "check_isolated_xml",
     "config_drive_slot",
     "domain_xml",
+    "drivers_for",
     "qemu_argv",
     "quote_optarg",
 ]
@@ -86,6 +87,20 @@ def config_drive_slot(
     # next free name on that prefix; the root disk holds vda
     dev = PREFIX[bus] + ("b" if bus == "virtio" else "a")
     return DriveSlot(device, bus, dev)
+
+
+# the Linux driver each bus needs to show the guest the drive
+BUS_DRIVERS = {"ide": "ata_piix", "sata": "ahci", "scsi": "virtio_scsi", "virtio": "virtio_blk",
+               "usb": "usb_storage"}  # fmt: skip
+
+
+def drivers_for(slot: DriveSlot, vfat: bool) -> tuple[str, ...]:
+    """The guest kernel drivers (module names) that must be built in or loadable for the guest
+    to see and mount a config drive in ``slot``: the bus's, the device type's and the
+    filesystem's."""
+    device = ("sr_mod", "cdrom") if slot.device == "cdrom" else ()
+    disk = ("sd_mod",) if slot.device == "disk" and slot.bus in ("scsi", "sata", "usb") else ()
+    return (BUS_DRIVERS[slot.bus], *device, *disk, "vfat" if vfat else "isofs")
 
 
 # QEMU user network of guests with a NIC: admits guestfwd to 169.254.169.254
@@ -142,7 +157,7 @@ class GuestSpec:
     user_net_cidr: str = str(USER_NET)
     user_net_dhcp_start: str | None = None  # the address QEMU's DHCP server leases first
     nic_mac: str | None = None  # the instance's first port's MAC, as nova sets the VIF's
-    qmp_socket: Path | None = None
+    qmp_socket: Path | None = None  # QEMU runs in its directory and binds it by name
     pidfile: Path | None = None
     extra_cpu: str | None = field(default=None)  # e.g. "host,-arch-capabilities" for KVM
     firmware: Firmware = Firmware.BIOS
@@ -267,7 +282,9 @@ def qemu_argv(spec: GuestSpec, qemu: str = "qemu-system-x86_64") -> list[str]:
     else:
         argv += ["-netdev", _netdev(spec), "-device", _nic_device(spec)]
     if spec.qmp_socket is not None:
-        argv += ["-qmp", f"unix:{quote_optarg(str(spec.qmp_socket))},server=on,wait=off"]
+        # by name, relative to QEMU's working directory (the backend starts it in the socket's
+        # directory): a unix socket path has 108 bytes, an instances_path has no such limit
+        argv += ["-qmp", f"unix:{quote_optarg(spec.qmp_socket.name)},server=on,wait=off"]
     if spec.pidfile is not None:
         argv += ["-pidfile", str(spec.pidfile), "-daemonize"]
     check_isolated(argv)

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
+import socket
 import time
 from pathlib import Path
+from typing import Any
 
 from configdrive.errors import ConfigDriveError
 from configdrive.host import BackendKind
 from configdrive.run import find_tool, run
 from configdrive.virt.domain import GuestSpec, domain_xml, qemu_argv
 
-__all__ = ["QemuBackend", "pid_alive", "read_pid"]
+__all__ = ["QemuBackend", "pid_alive", "qmp_execute", "read_pid"]
 
 
 def read_pid(pidfile: Path) -> int | None:
@@ -57,7 +60,9 @@ class QemuBackend:
     def start(self, spec: GuestSpec) -> None:
         if spec.pidfile is None:
             raise ConfigDriveError("the plain QEMU backend needs a pidfile to track the guest")
-        run(self.argv(spec), timeout=60)
+        # in the socket's directory, which the argv's QMP socket name is relative to
+        workdir = spec.qmp_socket.parent if spec.qmp_socket is not None else None
+        run(self.argv(spec), timeout=60, cwd=workdir)
 
     def is_running(self, spec: GuestSpec) -> bool:
         pid = read_pid(spec.pidfile) if spec.pidfile else None
@@ -75,3 +80,62 @@ class QemuBackend:
         if pid_alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def _connect_unix(path: Path, timeout: float) -> socket.socket:
+    """Connect to a unix socket however long its path: through its directory's descriptor.
+
+    ``sun_path`` holds 108 bytes; ``/proc/self/fd/N/name`` stays short whatever the directory.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    directory = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+    try:
+        sock.connect(f"/proc/self/fd/{directory}/{path.name}")
+    except OSError as exc:
+        sock.close()
+        raise ConfigDriveError(f"cannot reach QEMU's QMP socket {path}: {exc.strerror}") from exc
+    finally:
+        os.close(directory)
+    return sock
+
+
+def qmp_execute(
+    path: Path, command: str, arguments: dict[str, Any] | None = None, timeout: float = 10.0
+) -> Any:
+    """Run one QMP command on a running guest and return its ``return`` value.
+
+    Follows the protocol: read the greeting, negotiate capabilities, then send the command,
+    skipping the asynchronous events QEMU may interleave with the answer.
+    """
+    with _connect_unix(path, timeout) as sock, sock.makefile("rwb") as stream:
+
+        def answer() -> Any:
+            while True:
+                line = stream.readline()
+                if not line:
+                    raise ConfigDriveError(f"QEMU closed its QMP socket {path} mid-command")
+                message = json.loads(line)
+                if "event" in message:
+                    continue
+                if "error" in message:
+                    error = message["error"]
+                    raise ConfigDriveError(
+                        f"QMP {command} failed: {error.get('class')}: {error.get('desc')}"
+                    )
+                if "return" in message:
+                    return message["return"]
+
+        def send(name: str, args: dict[str, Any] | None) -> Any:
+            request: dict[str, Any] = {"execute": name}
+            if args:
+                request["arguments"] = args
+            stream.write(json.dumps(request).encode() + b"\n")
+            stream.flush()
+            return answer()
+
+        greeting = json.loads(stream.readline() or b"{}")
+        if "QMP" not in greeting:
+            raise ConfigDriveError(f"{path} did not greet as a QMP monitor")
+        send("qmp_capabilities", None)
+        return send(command, arguments)
