@@ -38,12 +38,12 @@ from configdrive.builder import build
 from configdrive.drive import DriveFormat
 from configdrive.errors import ConfigDriveError, SpecError
 from configdrive.host import BackendKind, Flavor, HostConfig, RegisterPolicy
+from configdrive.login import Login, free_loopback_port, wait_for_login
 from configdrive.model import Instance, Networking
 from configdrive.run import find_tool, run
 from configdrive.virt import Backend, get_backend
 from configdrive.virt.accel import ProbeResult, probe_accelerator
 from configdrive.virt.domain import (
-    BUS_DRIVERS,
     USER_NET,
     DriveSlot,
     Firmware,
@@ -70,6 +70,7 @@ __all__ = [
     "load_image",
     "registers",
     "required_by",
+    "wait_for_ssh",
 ]
 
 Progress = Callable[[str], None]
@@ -92,6 +93,7 @@ class BootImage:
     # | missing (the manifest's "drivers"); None: not known, so not checked
     drivers: Mapping[str, str] | None = None
     kernel_version: str = ""
+    login_user: str | None = None  # the image's default cloud-init user (manifest "login_user")
 
     def kernel_for(self, machine: str) -> tuple[Path | None, Path | None]:
         if "q35" in machine and self.kernel_generic is not None:
@@ -163,6 +165,7 @@ def load_image(ref: str | os.PathLike[str]) -> BootImage:
             firmware=_firmware(data.get("firmware", "bios"), f"{manifest}: firmware"),
             drivers=_drivers(data.get("drivers"), manifest),
             kernel_version=str(data.get("kernel_version", "")),
+            login_user=str(data["login_user"]) if data.get("login_user") else None,
         )
         for part in (image.kernel, image.initrd, image.kernel_generic, image.initrd_generic):
             if part is not None and not part.is_file():
@@ -224,6 +227,7 @@ class BootRequest:
     extra_cmdline: str = ""
     user_net: tuple[GuestFwd, ...] | None = None
     firmware: Firmware | None = None  # --firmware; None: the image's
+    ssh: bool = False  # forward a loopback port to the guest's port 22 (implies a NIC)
 
 
 def required_by(requested: bool | None, host: HostConfig, properties: Mapping[str, str]) -> bool:
@@ -405,6 +409,9 @@ def boot(
     inst = request.instance
     properties = {**request.image.properties, **request.properties}
     backend = backend or get_backend(host)
+    user_net = request.user_net
+    if request.ssh and user_net is None:  # SSH needs a NIC: the restricted one, no guestfwd
+        user_net = ()
     # --- checks before anything is created
     if not request.image.disk.is_file():
         raise SpecError("image", f"no image at {request.image.disk}")
@@ -523,11 +530,12 @@ def boot(
             cdrom_bus=properties.get("hw_cdrom_bus"),
             disk_bus=properties.get("hw_disk_bus"),
             cache_mode=_cache_mode(directory),
-            user_net=request.user_net,
+            user_net=user_net,
             # a NIC no spec describes stays undescribed: the drive is what `build` writes,
             # and cloud-init brings the NIC up with DHCP (QEMU's user network answers it)
-            nic_mac=guest_mac(inst) if request.user_net is not None else None,
-            user_net_dhcp_start=_dhcp_address(inst) if request.user_net is not None else None,
+            nic_mac=guest_mac(inst) if user_net is not None else None,
+            user_net_dhcp_start=_dhcp_address(inst) if user_net is not None else None,
+            ssh_port=free_loopback_port() if request.ssh else None,
             qmp_socket=qmp,
             pidfile=directory / "qemu.pid" if backend.kind == "qemu" else None,
             extra_cpu=probe.cpu if probe.accel == "kvm" else None,
@@ -614,6 +622,28 @@ def delete(
     backend.destroy(record.guest_spec())
     shutil.rmtree(record.path)
     return record
+
+
+def wait_for_ssh(
+    record: InstanceRecord,
+    host: HostConfig,
+    identity: Path,
+    user: str,
+    timeout: float,
+    *,
+    progress: Progress | None = None,
+) -> Login:
+    """Wait until ``user`` can log in to the instance over its SSH forward; the Login."""
+    port = record.spec.get("ssh_port")
+    if not isinstance(port, int):
+        raise ConfigDriveError(
+            f"{record.name} has no SSH forward", hint="boot it with --ssh or --wait ssh"
+        )
+    login = Login(port=port, identity=identity, user=user)
+    backend = get_backend(host.with_(backend=BackendKind(record.backend)))
+    spec = record.guest_spec()
+    wait_for_login(login, timeout, alive=lambda: backend.is_running(spec), progress=progress)
+    return login
 
 
 def wait_for_console(

@@ -269,10 +269,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A test that asks for a cloud-init judge is in the ``cloudinit`` tier, marked or not."""
+    """A test that asks for a cloud-init judge is in the ``cloudinit`` tier, marked or not.
+
+    Files that boot guests run first (each file keeps its order): under ``pytest -n 2 --dist
+    loadfile`` (scripts/test) the long guest files then start at once, in parallel, and the
+    short files fill in around them instead of trailing after the last guest."""
     for item in items:
         if "cloudinit" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.cloudinit)
+    guests = {item.path for item in items if item.get_closest_marker("vm") is not None}
+    items.sort(key=lambda item: item.path not in guests)  # stable: order kept within each
 
 
 @pytest.fixture(scope="session", params=CLOUDINIT_RELEASES, ids=lambda r: r.id)

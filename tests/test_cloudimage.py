@@ -29,6 +29,7 @@ from configdrive.errors import SpecError
 from configdrive.guest import cloudimage
 from configdrive.guest.cloudimage import CloudOS, CloudVariant
 from configdrive.image import parse_check_report
+from configdrive.login import Login
 from configdrive.virt.domain import config_drive_slot
 from configdrive.virt.qemu import pid_alive, qmp_execute, read_pid
 
@@ -250,7 +251,7 @@ def test_root_filesystem_is_set_up_as_debian_ships_it(
     # stock: no datasource_list anywhere, so ds-identify decides
     listing = _debugfs(raw, offset, "ls /etc/cloud/cloud.cfg.d")
     assert "99_configdrive.cfg" not in listing
-    assert "datasource_list" not in cat("/etc/cloud/cloud.cfg")
+    assert "datasource_list" not in (yaml.safe_load(cat("/etc/cloud/cloud.cfg")) or {})
 
 
 @pytest.mark.tools
@@ -282,8 +283,15 @@ def test_fast_variant_is_the_stock_disk_tuned_offline(
     offset = _partitions(raw)[1]["start"] * 512
     cfg = yaml.safe_load(_debugfs(raw, offset, "cat /etc/cloud/cloud.cfg.d/99_configdrive.cfg"))
     assert cfg["datasource_list"][0] == "ConfigDrive"
-    # the same disk otherwise: one partition table, one root filesystem UUID
-    assert _partitions(raw) == _partitions(raw_disks(stock))
+
+    # otherwise the same disk: the same partition table
+    def table(disk: Path) -> list[tuple[Any, ...]]:
+        return [
+            (n, p["start"], p["size"], p["type"], p["uuid"])
+            for n, p in sorted(_partitions(disk).items())
+        ]
+
+    assert table(raw) == table(raw_disks(stock))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,16 +332,27 @@ def test_cloud_image_boots_from_its_disk_and_configures_from_the_drive(
         "[configdrive]\nbackend = qemu\n"
     )
     name = f"cloud-{os_}"
+    identity = work / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(identity)],
+                   check=True)  # fmt: skip
+    # create to SSH login, the way a user does it: the instance's key is identity.pub
     args = ["boot", name, "--image", str(image.manifest(firmware)), "--host-config", str(host),
-            "--guest-net", "restricted", "--json"]  # fmt: skip
+            "--wait", "cloud-init", "--identity", str(identity),
+            "--timeout", str(BOOT_TIMEOUT), "--json"]  # fmt: skip
     if cdrom_bus:
         args += ["--property", f"hw_cdrom_bus={cdrom_bus}"]
     proc = _cli(*args)
-    assert proc.returncode == 0, proc.stderr
-    record = json.loads(proc.stdout)
-    directory = Path(record["path"])
+    record = json.loads(proc.stdout) if proc.returncode == 0 else {}
+    directory = Path(record.get("path") or work / "instances")
     overlay = work / "overlay.raw"
     try:
+        assert proc.returncode == 0, proc.stderr
+        assert 0 < record["ssh_s"] <= record["cloud_init_s"], record
+        assert "status: done" in record["cloud_init_status"], record
+        login = Login(port=record["ssh_port"], identity=identity, user="debian")
+        assert login.run(["hostname"]).stdout.strip() == name
+        keys = login.run(["sudo", "cat", "/home/debian/.ssh/authorized_keys"]).stdout
+        assert identity.with_name("id_ed25519.pub").read_text().split()[1] in keys
         console = directory / "console.log"
         deadline = time.monotonic() + BOOT_TIMEOUT  # a hang guard, not a speed check
         text = ""
@@ -361,6 +380,7 @@ def test_cloud_image_boots_from_its_disk_and_configures_from_the_drive(
     assert report["hostname"] == name
     assert report["cloud_init_result"] == [], report["cloud_init_result"]
     assert "Applying network configuration from fallback" in (report["network_events"] or "")
+    assert report["system_state"] == "running", report["failed_units"]
     assert "/etc/netplan/50-cloud-init.yaml" in (report["cloud_network"] or "")
     # GRUB found the root by PARTUUID; growroot and x-systemd.growfs grew it to the flavor's disk
     size = overlay.stat().st_size

@@ -193,6 +193,11 @@ def test_every_argv_and_xml_the_project_builds_is_isolated(tmp_path: Path) -> No
     assert "dhcpstart=169.254.3.7" in netdev.split(",")
     check_isolated(qemu_argv(leased))
     check_isolated_xml(domain_xml(leased))
+    ssh = spec(tmp_path, user_net=(), ssh_port=40022)
+    netdev = qemu_argv(ssh)[qemu_argv(ssh).index("-netdev") + 1]
+    assert netdev.split(",")[-1] == "hostfwd=tcp:127.0.0.1:40022-:22"
+    check_isolated(qemu_argv(ssh))
+    check_isolated_xml(domain_xml(ssh))
     for cpu in ("host", "host,-arch-capabilities"):
         check_isolated(
             probe_argv("qemu-system-x86_64", tmp_path / "vmlinuz", cpu, tmp_path / "log")
@@ -206,6 +211,8 @@ def test_every_argv_and_xml_the_project_builds_is_isolated(tmp_path: Path) -> No
         (["qemu", "-nic", "user"], "without restrict=on"),
         (["qemu", "-nic", "user,restrict=off"], "without restrict=on"),
         (["qemu", "-netdev", "user,id=n,restrict=on,hostfwd=tcp::2222-:22"], "hostfwd"),
+        (["qemu", "-netdev", "user,id=n,restrict=on,hostfwd=tcp:0.0.0.0:2222-:22"], "loopback"),
+        (["qemu", "-netdev", "user,id=n,restrict=on,hostfwd=udp:127.0.0.1:53-:53"], "hostfwd"),
         (
             ["qemu", "-netdev", "user,id=n,restrict=on,guestfwd=tcp:10.0.2.100:80-tcp:10.1.1.1:80"],
             "not a loopback",

@@ -154,10 +154,28 @@ def register(sub: Any) -> None:
     )
     b.add_argument(
         "--wait",
-        metavar="PATTERN",
-        help="after starting, wait until PATTERN appears on the console",
+        metavar="ssh|cloud-init|PATTERN",
+        help="after starting, wait for an SSH login (ssh; needs --identity), for cloud-init to "
+        "finish, seen over SSH (cloud-init), or until PATTERN appears on the console",
     )
     b.add_argument("--timeout", type=float, default=600, help="seconds for --wait (default 600)")
+    b.add_argument(
+        "--ssh",
+        action="store_true",
+        help="forward a free 127.0.0.1 port to the guest's port 22 (implied by --wait ssh and "
+        "--wait cloud-init; implies --guest-net restricted)",
+    )
+    b.add_argument(
+        "--identity",
+        metavar="FILE",
+        help="SSH private key to log in with; when the instance has no key, FILE.pub becomes "
+        "its key pair",
+    )
+    b.add_argument(
+        "--login-user",
+        metavar="USER",
+        help="user to log in as (default: the image's, else debian: Debian's cloud-init user)",
+    )
     b.add_argument("--json", action="store_true", help="machine-readable output")
     b.set_defaults(handler=cmd_boot)
 
@@ -268,10 +286,31 @@ def register(sub: Any) -> None:
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
-    from configdrive.compute import BootRequest, boot, load_image, wait_for_console
+    from configdrive.compute import (
+        BootRequest,
+        boot,
+        load_image,
+        wait_for_console,
+        wait_for_ssh,
+    )
 
     host = host_from_args(args)
     data, base = spec_from_args(args)
+    waits_ssh = args.wait in ("ssh", "cloud-init")
+    identity = Path(args.identity).expanduser() if args.identity else None
+    if waits_ssh and identity is None:
+        raise UsageError(f"--wait {args.wait} logs in over SSH: give --identity FILE")
+    if identity is not None:
+        if not identity.is_file():
+            raise UsageError(f"identity: {identity} does not exist or is not a file")
+        public = identity.with_name(identity.name + ".pub")
+        if not data.get("keys"):
+            if not public.is_file():
+                raise UsageError(
+                    f"identity: the instance has no key and {public} does not exist",
+                    hint="give --key-file with the public key of --identity",
+                )
+            data["keys"] = [{"name": identity.name, "public_key": public.read_text().strip()}]
     instance = instance_from_mapping(data, base=base, limits=limits_from_args(args))
     flavor = find_flavor(args.flavor)
     image = load_image(args.image)
@@ -280,6 +319,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
     request = BootRequest(
         instance, flavor, image, requested, properties, extra_cmdline=args.append,
         user_net=_user_net(args), firmware=Firmware(args.firmware) if args.firmware else None,
+        ssh=args.ssh or waits_ssh,
     )  # fmt: skip
     started = time.monotonic()
     record = boot(request, host, progress=_progress(args))
@@ -293,7 +333,28 @@ def cmd_boot(args: argparse.Namespace) -> int:
         "config_drive": record.config_drive,
         "metadata_url": record.metadata_url,
     }
-    if args.wait:
+    port = record.spec.get("ssh_port")
+    if port is not None:
+        result["ssh_port"] = port
+    if waits_ssh:
+        assert identity is not None
+        user = args.login_user or image.login_user or "debian"
+        login = wait_for_ssh(record, host, identity, user, args.timeout, progress=_progress(args))
+        result["ssh_s"] = round(time.monotonic() - started, 1)
+        result["ssh"] = f"ssh -i {identity} -p {port} {user}@127.0.0.1"
+        if args.wait == "cloud-init":
+            left = max(1.0, args.timeout - (time.monotonic() - started))
+            status = login.run(["cloud-init", "status", "--wait", "--long"], timeout=left)
+            result["cloud_init_s"] = round(time.monotonic() - started, 1)
+            result["cloud_init_status"] = status.stdout.strip()
+            if status.returncode not in (0, 2):  # 2: degraded (recoverable errors), 23.4+
+                raise ConfigDriveError(
+                    f"{record.name}: cloud-init did not finish cleanly "
+                    f"(exit {status.returncode}): {_last_line(status.stdout + status.stderr)}",
+                    hint=f"`configdrive console {record.name}`, or log in: {result['ssh']}",
+                )
+        result["waited_s"] = round(time.monotonic() - started, 1)
+    elif args.wait:
         wait_for_console(record, args.wait, args.timeout)
         result["waited_s"] = round(time.monotonic() - started, 1)
     if args.json:
@@ -306,6 +367,11 @@ def cmd_boot(args: argparse.Namespace) -> int:
             f"{record.machine}, config drive {drive}{registered}; {record.path}"
         )
     return EXIT_OK
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "no output"
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -206,6 +206,19 @@ def fstab(os_: CloudOS) -> str:
     )
 
 
+def etc_files(os_: CloudOS) -> dict[str, str]:
+    """The files the build writes into the root, by guest path."""
+    return {
+        "/etc/fstab": fstab(os_),
+        "/etc/cloud/cloud.cfg.d/01_debian_cloud.cfg": DEBIAN_CLOUD_CFG,
+        "/etc/modprobe.d/blacklist.conf": "blacklist pcspkr\nblacklist floppy\n",
+        # Debian's images boot with a set locale: cloud-init 22.4 otherwise "generates" its
+        # default en_US.UTF-8 with an argument Debian's locale-gen ignores, and its locale
+        # module fails (canonical/cloud-init#4195)
+        "/etc/default/locale": "LANG=C.UTF-8\n",
+    }
+
+
 def grub_cfg(os_: CloudOS, kernel_version: str) -> str:
     """/boot/grub/grub.cfg: no menu wait (Debian's CLOUD class sets the timeout to 0), the
     kernel found by the root filesystem's UUID and told its root by PARTUUID."""
@@ -239,9 +252,8 @@ def cloud_recipe(os_: CloudOS, variant: CloudVariant = CloudVariant.STOCK) -> di
         "packages": list(os_.release.packages),
         "dpkg_options": list(_DPKG_OPTIONS),
         "disk_size": DISK_SIZE,
-        "fstab": fstab(os_),
+        "files": etc_files(os_),
         "kernel_args": KERNEL_ARGS,
-        "cloud_cfg": DEBIAN_CLOUD_CFG,
         "grub_cfg": grub_cfg(os_, "VERSION"),
         "grub_early": [bootdisk.early_config(_layout(os_).root_fs_uuid, p) for p in ("pc", "efi")],
         "guest_files": guest,
@@ -374,6 +386,7 @@ def _build_stock(work: Path, os_: CloudOS, key: str, say: Progress) -> dict[str,
         "key": key,
         "qcow2": "disk.qcow2",
         "kernel_version": version,
+        "login_user": "debian",  # 01_debian_cloud.cfg's default user
         "drivers": inventory,
         "partuuid_root": disk.root.uuid,
         "packages": versions,
@@ -394,16 +407,7 @@ def _kernel_version(root: Path) -> str:
 
 def _configure(root: Path, os_: CloudOS, version: str, chroot: str) -> None:
     """Debian's build steps, as file writes (and systemctl's offline enable, chrooted)."""
-    files = {
-        "/etc/fstab": fstab(os_),
-        "/etc/cloud/cloud.cfg.d/01_debian_cloud.cfg": DEBIAN_CLOUD_CFG,
-        "/etc/modprobe.d/blacklist.conf": "blacklist pcspkr\nblacklist floppy\n",
-        # Debian's images boot with a set locale: cloud-init 22.4 otherwise "generates" its
-        # default en_US.UTF-8 with an argument Debian's locale-gen ignores, and its locale
-        # module fails (canonical/cloud-init#4195)
-        "/etc/default/locale": "LANG=C.UTF-8\n",
-    }
-    for path, text in files.items():
+    for path, text in etc_files(os_).items():
         _write_file(_guest(root, path), text.encode())
     # networkd and resolved enabled; resolv.conf -> resolved's upstream-servers file
     run([chroot, root, "systemctl", "enable", "systemd-networkd.service",

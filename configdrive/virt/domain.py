@@ -157,6 +157,7 @@ class GuestSpec:
     user_net_cidr: str = str(USER_NET)
     user_net_dhcp_start: str | None = None  # the address QEMU's DHCP server leases first
     nic_mac: str | None = None  # the instance's first port's MAC, as nova sets the VIF's
+    ssh_port: int | None = None  # a host loopback port forwarded to the guest's port 22
     qmp_socket: Path | None = None  # QEMU runs in its directory and binds it by name
     pidfile: Path | None = None
     extra_cpu: str | None = field(default=None)  # e.g. "host,-arch-capabilities" for KVM
@@ -189,6 +190,8 @@ def _netdev(spec: GuestSpec) -> str:
     if spec.user_net_dhcp_start:
         parts.append(f"dhcpstart={spec.user_net_dhcp_start}")
     parts += [rule.option() for rule in spec.user_net]
+    if spec.ssh_port is not None:  # into the guest only, from this machine's loopback
+        parts.append(f"hostfwd=tcp:127.0.0.1:{spec.ssh_port}-:22")
     return ",".join(parts)
 
 
@@ -368,6 +371,7 @@ def domain_xml(spec: GuestSpec) -> str:
 # isolation rules
 
 # the only guestfwd targets allowed: a loopback TCP port, directly or through `nc HOST PORT`
+_HOSTFWD = re.compile(r"^tcp:(\[[0-9a-fA-F:]+\]|[0-9.]+):(\d+)-[0-9.]*:(\d+)$")
 _GUESTFWD = re.compile(
     r"^tcp:([^:]+):(\d+)-(?:tcp:([^:]+):(\d+)|cmd:nc ([0-9.]+|\[?::1\]?) (\d+))$"
 )
@@ -386,8 +390,14 @@ def _check_netdev(value: str) -> None:
         raise IsolationError("user networking without restrict=on would NAT the guest out")
     for option in options:
         key, _, val = option.partition("=")
-        if key in ("hostfwd", "smb", "tftp", "bootfile"):
+        if key in ("smb", "tftp", "bootfile"):
             raise IsolationError(f"user networking option {key} is not allowed")
+        if key == "hostfwd":  # host -> guest; listening anywhere but loopback would expose it
+            forward = _HOSTFWD.match(val)
+            if not forward or not ipaddress.ip_address(forward.group(1).strip("[]")).is_loopback:
+                raise IsolationError(
+                    f"hostfwd {val!r} must listen on a loopback address (tcp:127.0.0.1:PORT-:PORT)"
+                )
         if key == "guestfwd":
             match = _GUESTFWD.match(val)
             if not match:
