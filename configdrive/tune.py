@@ -46,7 +46,10 @@ from configdrive.run import find_tool, run
 
 __all__ = [
     "CFG_PATH",
+    "FAST_PROFILE",
+    "STEPS",
     "Change",
+    "Step",
     "FilesystemInfo",
     "ImageError",
     "TuneResult",
@@ -86,8 +89,19 @@ class TuneSettings:
     ec2_timeout: int = 2
     ec2_max_wait: int = 5
     disable_pollinate: bool = True
+    # the fast profile's further steps (names from STEPS), beyond the datasource and pollinate
+    steps: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if isinstance(self.steps, list):
+            object.__setattr__(self, "steps", tuple(self.steps))
+        for name in self.steps:
+            if name not in STEPS:
+                raise SpecError(
+                    "steps", f"{name!r} is not a tuning step (known: {', '.join(STEPS)})"
+                )
+        if len(set(self.steps)) != len(self.steps):
+            raise SpecError("steps", "must not name a step twice")
         names: object = self.datasource_list
         if isinstance(names, list):  # accept a list; keep the frozen value hashable
             names = tuple(names)
@@ -182,6 +196,86 @@ def _pollinate_changes() -> list[Change]:
     ]
 
 
+@dataclass(frozen=True)
+class Step:
+    """One named step of the fast profile: its edits, why, and the guest path whose presence
+    it needs (``None``: always applies)."""
+
+    name: str
+    why: str
+    changes: tuple[Change, ...]
+    needs: tuple[str, ...] | None = None
+
+
+def _cloud_cfg(name: str, detail: str, text: str) -> Change:
+    header = f"# Written by configdrive (tune step {name}).\n"
+    path = f"/etc/cloud/cloud.cfg.d/99_configdrive-{name}.cfg"
+    return Change("write", path, detail, content=header + text, mode=0o644)
+
+
+WAIT_ONLINE_UNITS = (
+    "/lib/systemd/system/systemd-networkd-wait-online.service",
+    "/usr/lib/systemd/system/systemd-networkd-wait-online.service",
+)
+WAIT_ONLINE_DROPIN = (
+    "/etc/systemd/system/systemd-networkd-wait-online.service.d/90-configdrive.conf"
+)
+WAIT_ONLINE_TIMEOUT = 30
+
+# The fast profile, in order. Each step is measured by the boot benchmark (docs/guests.md).
+STEPS: dict[str, Step] = {
+    step.name: step
+    for step in (
+        Step(
+            "ssh-keys",
+            "cloud-init generates every host key type it knows at first boot (22.4: RSA 3072, "
+            "DSA, ECDSA, Ed25519); the RSA key is the slow one, and DSA is refused by OpenSSH "
+            "clients since 7.0. Ed25519 and ECDSA are what current clients use.",
+            (
+                _cloud_cfg(
+                    "ssh-keys",
+                    "host keys: ed25519 and ecdsa only",
+                    "ssh_genkeytypes: [ed25519, ecdsa]\n",
+                ),
+            ),  # fmt: skip
+        ),
+        Step(
+            "grub-dpkg",
+            "cloud-init's grub_dpkg module (on by default in 22.4) runs grub-probe on the root "
+            "device and debconf-set-selections at every new instance, to tell the grub-pc "
+            "package where to install; a cloud image's GRUB was installed at build time.",
+            (
+                _cloud_cfg(
+                    "grub-dpkg", "grub_dpkg: enabled: false", "grub_dpkg:\n  enabled: false\n"
+                ),
+            ),  # fmt: skip
+        ),
+        Step(
+            "wait-online",
+            "systemd-networkd-wait-online waits up to 2 minutes for every managed link to be "
+            "online, and cloud-init's network stage is ordered after it: a second NIC with no "
+            f"DHCP, or none at all, stalls the boot. --any returns once one link is online, and "
+            f"--timeout={WAIT_ONLINE_TIMEOUT} bounds the rest.",
+            (
+                Change(
+                    "write",
+                    WAIT_ONLINE_DROPIN,
+                    f"systemd-networkd-wait-online --any --timeout={WAIT_ONLINE_TIMEOUT}",
+                    content=(
+                        "# Written by configdrive (tune step wait-online).\n[Service]\n"
+                        "ExecStart=\nExecStart=/lib/systemd/systemd-networkd-wait-online --any "
+                        f"--timeout={WAIT_ONLINE_TIMEOUT}\n"
+                    ),
+                    mode=0o644,
+                ),
+            ),
+            needs=WAIT_ONLINE_UNITS,
+        ),
+    )
+}
+FAST_PROFILE = tuple(STEPS)
+
+
 def planned_changes(settings: TuneSettings = TuneSettings()) -> list[Change]:
     """Every edit ``settings`` asks for, whatever the guest already has (pure).
 
@@ -190,6 +284,8 @@ def planned_changes(settings: TuneSettings = TuneSettings()) -> list[Change]:
     changes = [_cfg_change(settings)]
     if settings.disable_pollinate:
         changes += _pollinate_changes()
+    for name in settings.steps:
+        changes += STEPS[name].changes
     return changes
 
 
@@ -271,6 +367,12 @@ def _needed(fs: _GuestFS, settings: TuneSettings) -> tuple[list[_Step], list[str
         )
     else:
         wanted += _pollinate_changes()
+    for name in settings.steps:
+        step = STEPS[name]
+        if step.needs is not None and not any(fs.lstat(p) is not None for p in step.needs):
+            notes.append(f"step {name} skipped: the guest has none of {', '.join(step.needs)}")
+            continue
+        wanted += step.changes
 
     steps: list[_Step] = []
     made: set[str] = set()
@@ -639,6 +741,7 @@ _PROBE = [
     SEEDED_PATH,
     "/etc/passwd",
     "/etc/group",
+    *WAIT_ONLINE_UNITS,
 ]
 
 

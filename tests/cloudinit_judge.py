@@ -279,6 +279,17 @@ def read_conf_d(path: str) -> Any:
     return util.read_conf_d(path)
 
 
+def schema_errors(config: dict[str, Any]) -> list[str]:
+    """What this cloud-init's own schema says of a cloud-config: [] when it is valid."""
+    from cloudinit.config import schema
+
+    try:
+        schema.validate_cloudconfig_schema(config, schema.get_schema(), strict=True)
+    except schema.SchemaValidationError as exc:
+        return [str(exc)]
+    return []
+
+
 OPS = {
     "version": version,
     "read_config_drive": read_config_drive,
@@ -287,6 +298,7 @@ OPS = {
     "datasource": datasource,
     "render": render,
     "read_conf_d": read_conf_d,
+    "schema_errors": schema_errors,
 }
 
 

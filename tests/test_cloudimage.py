@@ -283,6 +283,11 @@ def test_fast_variant_is_the_stock_disk_tuned_offline(
     offset = _partitions(raw)[1]["start"] * 512
     cfg = yaml.safe_load(_debugfs(raw, offset, "cat /etc/cloud/cloud.cfg.d/99_configdrive.cfg"))
     assert cfg["datasource_list"][0] == "ConfigDrive"
+    keys = _debugfs(raw, offset, "cat /etc/cloud/cloud.cfg.d/99_configdrive-ssh-keys.cfg")
+    assert yaml.safe_load(keys) == {"ssh_genkeytypes": ["ed25519", "ecdsa"]}
+    dropin = "/etc/systemd/system/systemd-networkd-wait-online.service.d/90-configdrive.conf"
+    assert "--any --timeout=30" in _debugfs(raw, offset, f"cat {dropin}")
+    assert manifest["tune_applied"], manifest
 
     # otherwise the same disk: the same partition table
     def table(disk: Path) -> list[tuple[Any, ...]]:

@@ -267,9 +267,12 @@ def register(sub: Any) -> None:
 
     t = sub.add_parser(
         "tune-image",
-        help="set cloud-init to read the drive first and mask pollinate, offline",
+        help="set cloud-init to read the drive first and remove first-boot stalls, offline",
         description="Edit a qcow2 or raw image offline (no mount): write "
-        "/etc/cloud/cloud.cfg.d/99_configdrive.cfg and mask pollinate. Idempotent.",
+        "/etc/cloud/cloud.cfg.d/99_configdrive.cfg and mask pollinate (profile classic), plus "
+        "the fast profile's steps: ssh-keys (only ed25519 and ecdsa host keys), grub-dpkg "
+        "(cloud-init's grub_dpkg off), wait-online (systemd-networkd-wait-online --any "
+        "--timeout=30). Each change is made only when missing; docs/guests.md says why.",
     )
     t.add_argument("image", metavar="IMAGE")
     t.add_argument(
@@ -280,6 +283,12 @@ def register(sub: Any) -> None:
     t.add_argument("--ec2-timeout", type=int, default=2, help="seconds (default 2)")
     t.add_argument("--ec2-max-wait", type=int, default=5, help="seconds (default 5)")
     t.add_argument("--keep-pollinate", action="store_true", help="leave pollinate alone")
+    t.add_argument("--profile", choices=["classic", "fast"], default="classic",
+                   help="classic: datasource list and pollinate; fast: also every step below "
+                   "(default: classic)")  # fmt: skip
+    t.add_argument("--skip", action="append", default=[], metavar="STEP",
+                   help="leave one fast-profile step out (ssh-keys, grub-dpkg, wait-online; "
+                   "pollinate = --keep-pollinate); repeatable")  # fmt: skip
     t.add_argument("--dry-run", action="store_true", help="show the changes; change nothing")
     t.add_argument("--json", action="store_true", help="machine-readable output")
     t.set_defaults(handler=cmd_tune_image)
@@ -482,9 +491,17 @@ def cmd_image_build(args: argparse.Namespace) -> int:
 
 
 def cmd_tune_image(args: argparse.Namespace) -> int:
-    from configdrive.tune import TuneSettings, tune_image
+    from configdrive.tune import FAST_PROFILE, STEPS, TuneSettings, tune_image
 
     image = Path(args.image)
+    known = {*STEPS, "pollinate"}
+    for name in args.skip:
+        if name not in known:
+            raise UsageError(f"skip: {name!r} is not a step (known: {', '.join(sorted(known))})")
+    if args.profile == "classic" and set(args.skip) - {"pollinate"}:
+        raise UsageError("skip: the classic profile has only the pollinate step",
+                         hint="use --profile fast")  # fmt: skip
+    steps = tuple(s for s in FAST_PROFILE if s not in args.skip) if args.profile == "fast" else ()
     if not image.is_file():
         raise UsageError(f"image: {image} does not exist or is not a file")
     datasources = tuple(d.strip() for d in args.datasource_list.split(",") if d.strip())
@@ -494,7 +511,8 @@ def cmd_tune_image(args: argparse.Namespace) -> int:
         datasource_list=datasources,
         ec2_timeout=args.ec2_timeout,
         ec2_max_wait=args.ec2_max_wait,
-        disable_pollinate=not args.keep_pollinate,
+        disable_pollinate=not (args.keep_pollinate or "pollinate" in args.skip),
+        steps=steps,
     )
     result = tune_image(image, settings, dry_run=args.dry_run, progress=_progress(args))
     if args.json:

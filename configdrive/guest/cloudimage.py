@@ -148,7 +148,9 @@ class CloudVariant(enum.StrEnum):
 
     @property
     def tuning(self) -> tune.TuneSettings | None:
-        return None if self is CloudVariant.STOCK else tune.TuneSettings()
+        if self is CloudVariant.STOCK:
+            return None
+        return tune.TuneSettings(steps=tune.FAST_PROFILE)
 
 
 @dataclass(frozen=True)
