@@ -93,8 +93,9 @@ class TuneSettings:
     steps: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if isinstance(self.steps, list):
-            object.__setattr__(self, "steps", tuple(self.steps))
+        steps: object = self.steps
+        if isinstance(steps, list):  # accept a list; keep the frozen value hashable
+            object.__setattr__(self, "steps", tuple(steps))
         for name in self.steps:
             if name not in STEPS:
                 raise SpecError(
@@ -368,11 +369,11 @@ def _needed(fs: _GuestFS, settings: TuneSettings) -> tuple[list[_Step], list[str
     else:
         wanted += _pollinate_changes()
     for name in settings.steps:
-        step = STEPS[name]
-        if step.needs is not None and not any(fs.lstat(p) is not None for p in step.needs):
-            notes.append(f"step {name} skipped: the guest has none of {', '.join(step.needs)}")
+        needs = STEPS[name].needs
+        if needs is not None and not any(fs.lstat(p) is not None for p in needs):
+            notes.append(f"step {name} skipped: the guest has none of {', '.join(needs)}")
             continue
-        wanted += step.changes
+        wanted += STEPS[name].changes
 
     steps: list[_Step] = []
     made: set[str] = set()
