@@ -92,6 +92,16 @@ class TuneSettings:
     # the fast profile's further steps (names from STEPS), beyond the datasource and pollinate
     steps: tuple[str, ...] = ()
 
+    def __repr__(self) -> str:
+        # without the steps when there are none: image recipes hash this text, and images
+        # made before the fast profile's steps existed keep their cache keys
+        fields = [f"datasource_list={self.datasource_list!r}", f"ec2_timeout={self.ec2_timeout!r}",
+                  f"ec2_max_wait={self.ec2_max_wait!r}",
+                  f"disable_pollinate={self.disable_pollinate!r}"]  # fmt: skip
+        if self.steps:
+            fields.append(f"steps={self.steps!r}")
+        return f"TuneSettings({', '.join(fields)})"
+
     def __post_init__(self) -> None:
         steps: object = self.steps
         if isinstance(steps, list):  # accept a list; keep the frozen value hashable

@@ -709,3 +709,12 @@ def test_tune_image_cli_refuses_unknown_or_misplaced_steps(
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(message)
     assert image.read_bytes() == b"\0" * 1024
+
+
+def test_settings_text_without_steps_is_what_image_recipes_always_hashed() -> None:
+    # configdrive.image hashes repr(settings): cached images keep their keys
+    assert repr(TuneSettings()) == (
+        "TuneSettings(datasource_list=('ConfigDrive', 'Ec2', 'NoCloud'), ec2_timeout=2, "
+        "ec2_max_wait=5, disable_pollinate=True)"
+    )
+    assert repr(TuneSettings(steps=("grub-dpkg",))).endswith(", steps=('grub-dpkg',))")
