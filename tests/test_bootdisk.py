@@ -13,8 +13,9 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -201,6 +202,16 @@ def _image_dir(image: Path, tmp_path: Path, firmware: str) -> Path:
     return directory
 
 
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A folder libvirt's QEMU (another user) can reach: pytest's tmp_path is under a 0700
+    directory."""
+    path = Path(tempfile.mkdtemp(prefix="configdrive-fw-", dir="/var/tmp"))
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def _host_conf(tmp_path: Path, backend: str, machine: str, **extra: str) -> Path:
     conf = tmp_path / "host.conf"
     lines = "".join(f"{k} = {v}\n" for k, v in extra.items())
@@ -222,7 +233,7 @@ def _host_conf(tmp_path: Path, backend: str, machine: str, **extra: str) -> Path
 )  # fmt: skip
 def test_boot_takes_the_firmware_from_the_manifest_or_the_flag(
     disk: tuple[Path, bootdisk.DiskLayout],
-    tmp_path: Path,
+    shared_dir: Path,
     backend: str,
     machine: str,
     manifest_firmware: str,
@@ -230,9 +241,9 @@ def test_boot_takes_the_firmware_from_the_manifest_or_the_flag(
     libvirtd: str,
 ) -> None:
     image, _ = disk
-    conf = _host_conf(tmp_path, backend, machine)
+    conf = _host_conf(shared_dir, backend, machine)
     name = f"fw-{backend}-{machine}"
-    args = ["boot", "--image", str(_image_dir(image, tmp_path, manifest_firmware)),
+    args = ["boot", "--image", str(_image_dir(image, shared_dir, manifest_firmware)),
             "--host-config", str(conf), "--json", name]  # fmt: skip
     if flag:
         args += ["--firmware", flag]
