@@ -26,6 +26,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Mapping
@@ -62,6 +63,7 @@ __all__ = [
     "InstanceRecord",
     "boot",
     "check_drivers",
+    "console_stages",
     "delete",
     "domain_name",
     "find_instance",
@@ -644,6 +646,22 @@ def wait_for_ssh(
     spec = record.guest_spec()
     wait_for_login(login, timeout, alive=lambda: backend.is_running(spec), progress=progress)
     return login
+
+
+_STAGE = re.compile(
+    r"Cloud-init v\. \S+ (?:running '(?P<stage>[^']+)'|(?P<finished>finished)) at .*?"
+    r"Up (?P<up>[0-9.]+) seconds"
+)
+
+
+def console_stages(text: str) -> dict[str, float]:
+    """cloud-init's stages as its own console lines report them: stage -> guest uptime (s) at
+    its start, and ``finished``. Every cloud-init prints these; no check unit is needed."""
+    stages: dict[str, float] = {}
+    for match in _STAGE.finditer(text):
+        name = "finished" if match.group("finished") else match.group("stage")
+        stages.setdefault(name, float(match.group("up")))
+    return stages
 
 
 def wait_for_console(

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from configdrive.compute import BootImage, check_drivers
+from configdrive.compute import BootImage, check_drivers, console_stages
 from configdrive.errors import SpecError
 from configdrive.guest import cloudimage
 from configdrive.guest.cloudimage import CloudOS, CloudVariant
@@ -137,6 +137,45 @@ def test_driver_check_names_what_the_guest_kernel_lacks_for_the_drive_slot() -> 
         check_drivers(no_vfat, vfat_disk, vfat=True)
     assert caught.value.hint == "use an image whose kernel has it, or config_drive_format iso9660"
     assert check_drivers(BootImage(disk=Path("/x")), sata, vfat=False) == []  # not known
+
+
+def test_console_stages_are_read_off_cloud_inits_own_lines() -> None:
+    text = (
+        "[   14.1] cloud-init[230]: Cloud-init v. 22.4.2 running 'init-local' at Wed, 02 Dec "
+        "2026 16:56:00 +0000. Up 13.97 seconds.\n"
+        "[   73.0] cloud-init[300]: Cloud-init v. 22.4.2 running 'init' at Wed, 02 Dec 2026 "
+        "16:56:59 +0000. Up 72.90 seconds.\n"
+        "[  130.5] cloud-init[412]: Cloud-init v. 22.4.2 running 'modules:config' at Wed, 02 "
+        "Dec 2026 16:57:16 +0000. Up 129.50 seconds.\n"
+        "[  165.0] cloud-init[500]: Cloud-init v. 22.4.2 finished at Wed, 02 Dec 2026 16:57:51 "
+        "+0000. Datasource DataSourceConfigDrive [net,ver=2][source=/dev/sr0].  Up 164.75 "
+        "seconds\n"
+    )
+    assert console_stages(text) == {"init-local": 13.97, "init": 72.9, "modules:config": 129.5,
+                                    "finished": 164.75}  # fmt: skip
+    assert console_stages("no cloud-init here\n") == {}
+
+
+def test_wait_ssh_without_a_private_key_is_refused_before_anything_is_made(
+    tmp_path: Path,
+) -> None:
+    instances = tmp_path / "instances"
+    host = tmp_path / "host.conf"
+    host.write_text(f"[DEFAULT]\ninstances_path = {instances}\n[configdrive]\nbackend = qemu\n")
+    public = tmp_path / "only.pub"  # no private key beside it
+    public.write_text(
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG1uZGVub3RhcmVhbGtleWF0YWxsMDAwMDA= x\n"
+    )
+    for extra in ([], ["--key-file", str(public)]):
+        proc = _cli("boot", "nokey", "--image", str(tmp_path / "any.qcow2"), "--wait", "ssh",
+                    "--host-config", str(host), *extra)  # fmt: skip
+        assert proc.returncode == 2, proc.stderr
+        assert (
+            proc.stderr.strip()
+            .splitlines()[-1]
+            .startswith("error: --wait ssh logs in over SSH: give --identity FILE")
+        )
+    assert not instances.exists()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -316,7 +355,10 @@ def vm_dir() -> Iterator[Path]:
     ("os_", "firmware", "machine", "cdrom_bus"),
     [
         pytest.param("debian-12", "bios", "pc", None, id="debian12-bios-pc-ide"),
-        pytest.param("debian-13", "uefi", "q35", "scsi", id="debian13-uefi-q35-scsi"),
+        # Debian 12's cloud kernel has no AHCI: q35's CD-ROM goes on virtio-scsi
+        pytest.param("debian-12", "uefi", "q35", "scsi", id="debian12-uefi-q35-scsi"),
+        pytest.param("debian-13", "bios", "pc", None, id="debian13-bios-pc-ide"),
+        pytest.param("debian-13", "uefi", "q35", None, id="debian13-uefi-q35-sata"),
     ],
 )
 def test_cloud_image_boots_from_its_disk_and_configures_from_the_drive(
@@ -340,9 +382,16 @@ def test_cloud_image_boots_from_its_disk_and_configures_from_the_drive(
     identity = work / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(identity)],
                    check=True)  # fmt: skip
+    user_data = work / "user-data"
+    user_data.write_text(
+        "#cloud-config\nruncmd:\n  - [sh, -c, 'echo ran > /var/tmp/runcmd-proof']\n"
+    )
+    injected = work / "motd"
+    injected.write_text("injected by configdrive\n")
     # create to SSH login, the way a user does it: the instance's key is identity.pub
     args = ["boot", name, "--image", str(image.manifest(firmware)), "--host-config", str(host),
-            "--wait", "cloud-init", "--identity", str(identity),
+            "--wait", "cloud-init", "--identity", str(identity), "--user-data", str(user_data),
+            "--file", f"/etc/configdrive-injected={injected}",
             "--timeout", str(BOOT_TIMEOUT), "--json"]  # fmt: skip
     if cdrom_bus:
         args += ["--property", f"hw_cdrom_bus={cdrom_bus}"]
@@ -354,10 +403,15 @@ def test_cloud_image_boots_from_its_disk_and_configures_from_the_drive(
         assert proc.returncode == 0, proc.stderr
         assert 0 < record["ssh_s"] <= record["cloud_init_s"], record
         assert "status: done" in record["cloud_init_status"], record
+        assert record["ssh"] == {"host": "127.0.0.1", "port": record["ssh_port"], "user": "debian"}
+        assert record["stages"]["init-local"] < record["stages"]["finished"], record["stages"]
         login = Login(port=record["ssh_port"], identity=identity, user="debian")
         assert login.run(["hostname"]).stdout.strip() == name
         keys = login.run(["sudo", "cat", "/home/debian/.ssh/authorized_keys"]).stdout
         assert identity.with_name("id_ed25519.pub").read_text().split()[1] in keys
+        assert login.run(["cat", "/var/tmp/runcmd-proof"]).stdout == "ran\n"  # user data ran
+        shown = login.run(["cat", "/etc/configdrive-injected"]).stdout
+        assert shown == injected.read_text()  # the injected file, as cloud-init wrote it
         console = directory / "console.log"
         deadline = time.monotonic() + BOOT_TIMEOUT  # a hang guard, not a speed check
         text = ""

@@ -686,7 +686,7 @@ def test_fast_profile_skips_a_step_whose_unit_the_guest_lacks_and_honours_skip(
     assert "/etc/cloud/cloud.cfg.d/99_configdrive-ssh-keys.cfg" not in paths
     with pytest.raises(SpecError, match="'fast' is not a tuning step"):
         TuneSettings(steps=("fast",))
-    # the classic settings plan exactly what they did before the fast steps existed
+    # the datasource settings plan exactly what they did before the fast steps existed
     assert [c.path for c in planned_changes()] == [p for _, p in ALL]
 
 
@@ -694,7 +694,7 @@ def test_fast_profile_skips_a_step_whose_unit_the_guest_lacks_and_honours_skip(
     ("args", "message"),
     [
         (["--skip", "nonsense"], "error: skip: 'nonsense' is not a step"),
-        (["--skip", "ssh-keys"], "error: skip: the classic profile has only the pollinate step"),
+        (["--skip", "ssh-keys"], "error: skip: the datasource profile has only the pollinate step"),
     ],
 )
 def test_tune_image_cli_refuses_unknown_or_misplaced_steps(

@@ -269,7 +269,8 @@ def register(sub: Any) -> None:
         "tune-image",
         help="set cloud-init to read the drive first and remove first-boot stalls, offline",
         description="Edit a qcow2 or raw image offline (no mount): write "
-        "/etc/cloud/cloud.cfg.d/99_configdrive.cfg and mask pollinate (profile classic), plus "
+        "/etc/cloud/cloud.cfg.d/99_configdrive.cfg and mask pollinate (profile datasource, "
+        "the default), plus "
         "the fast profile's steps: ssh-keys (only ed25519 and ecdsa host keys), grub-dpkg "
         "(cloud-init's grub_dpkg off), wait-online (systemd-networkd-wait-online --any "
         "--timeout=30). Each change is made only when missing; docs/guests.md says why.",
@@ -283,9 +284,9 @@ def register(sub: Any) -> None:
     t.add_argument("--ec2-timeout", type=int, default=2, help="seconds (default 2)")
     t.add_argument("--ec2-max-wait", type=int, default=5, help="seconds (default 5)")
     t.add_argument("--keep-pollinate", action="store_true", help="leave pollinate alone")
-    t.add_argument("--profile", choices=["classic", "fast"], default="classic",
-                   help="classic: datasource list and pollinate; fast: also every step below "
-                   "(default: classic)")  # fmt: skip
+    t.add_argument("--profile", choices=["datasource", "fast"], default="datasource",
+                   help="datasource: datasource list and pollinate; fast: also every step below "
+                   "(default: datasource)")  # fmt: skip
     t.add_argument("--skip", action="append", default=[], metavar="STEP",
                    help="leave one fast-profile step out (ssh-keys, grub-dpkg, wait-online; "
                    "pollinate = --keep-pollinate); repeatable")  # fmt: skip
@@ -298,6 +299,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
     from configdrive.compute import (
         BootRequest,
         boot,
+        console_stages,
         load_image,
         wait_for_console,
         wait_for_ssh,
@@ -307,8 +309,14 @@ def cmd_boot(args: argparse.Namespace) -> int:
     data, base = spec_from_args(args)
     waits_ssh = args.wait in ("ssh", "cloud-init")
     identity = Path(args.identity).expanduser() if args.identity else None
+    if identity is None and waits_ssh and args.key_file and args.key_file.endswith(".pub"):
+        beside = Path(args.key_file[: -len(".pub")]).expanduser()  # the private half, if there
+        identity = beside if beside.is_file() else None
     if waits_ssh and identity is None:
-        raise UsageError(f"--wait {args.wait} logs in over SSH: give --identity FILE")
+        raise UsageError(
+            f"--wait {args.wait} logs in over SSH: give --identity FILE, or a --key-file "
+            "whose private key lies beside it"
+        )
     if identity is not None:
         if not identity.is_file():
             raise UsageError(f"identity: {identity} does not exist or is not a file")
@@ -332,6 +340,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
     )  # fmt: skip
     started = time.monotonic()
     record = boot(request, host, progress=_progress(args))
+    running = time.monotonic()  # boot returns once the guest has been started
     result: dict[str, Any] = {
         "name": record.name,
         "uuid": record.uuid,
@@ -348,9 +357,18 @@ def cmd_boot(args: argparse.Namespace) -> int:
     if waits_ssh:
         assert identity is not None
         user = args.login_user or image.login_user or "debian"
-        login = wait_for_ssh(record, host, identity, user, args.timeout, progress=_progress(args))
+        try:
+            login = wait_for_ssh(record, host, identity, user, args.timeout,
+                                 progress=_progress(args))  # fmt: skip
+        except ConfigDriveError as exc:
+            raise ConfigDriveError(
+                f"{exc}; the console's last line: {_last_line(_console(record))}",
+                hint=f"the instance is left for inspection: `configdrive console {record.name}`",
+            ) from exc
         result["ssh_s"] = round(time.monotonic() - started, 1)
-        result["ssh"] = f"ssh -i {identity} -p {port} {user}@127.0.0.1"
+        result["ssh_since_start_s"] = round(time.monotonic() - running, 1)
+        result["ssh"] = {"host": "127.0.0.1", "port": port, "user": user}
+        command = f"ssh -i {identity} -p {port} {user}@127.0.0.1"
         if args.wait == "cloud-init":
             left = max(1.0, args.timeout - (time.monotonic() - started))
             status = login.run(["cloud-init", "status", "--wait", "--long"], timeout=left)
@@ -360,15 +378,25 @@ def cmd_boot(args: argparse.Namespace) -> int:
                 raise ConfigDriveError(
                     f"{record.name}: cloud-init did not finish cleanly "
                     f"(exit {status.returncode}): {_last_line(status.stdout + status.stderr)}",
-                    hint=f"`configdrive console {record.name}`, or log in: {result['ssh']}",
+                    hint=f"`configdrive console {record.name}`, or log in: {command}",
                 )
         result["waited_s"] = round(time.monotonic() - started, 1)
     elif args.wait:
         wait_for_console(record, args.wait, args.timeout)
         result["waited_s"] = round(time.monotonic() - started, 1)
+    if args.wait:
+        result["since_start_s"] = round(time.monotonic() - running, 1)
+        result["stages"] = console_stages(_console(record))  # guest uptime at each
     if args.json:
         print(json.dumps(result))
     else:
+        if args.wait:
+            stages = ", ".join(f"{k} {v:.1f}" for k, v in result["stages"].items()) or "none yet"
+            print(f"waited {result['waited_s']} s since boot was called, "
+                  f"{result['since_start_s']} s since the guest started; cloud-init stages "
+                  f"(guest uptime, s): {stages}")  # fmt: skip
+        if waits_ssh:
+            print(f"ssh: {command} (first login after {result['ssh_s']} s)")
         drive = record.config_drive or "none"
         registered = f", registered at {record.metadata_url}" if record.metadata_url else ""
         print(
@@ -376,6 +404,11 @@ def cmd_boot(args: argparse.Namespace) -> int:
             f"{record.machine}, config drive {drive}{registered}; {record.path}"
         )
     return EXIT_OK
+
+
+def _console(record: Any) -> str:
+    console = Path(record.path) / "console.log"
+    return console.read_text(errors="replace") if console.exists() else ""
 
 
 def _last_line(text: str) -> str:
@@ -498,8 +531,8 @@ def cmd_tune_image(args: argparse.Namespace) -> int:
     for name in args.skip:
         if name not in known:
             raise UsageError(f"skip: {name!r} is not a step (known: {', '.join(sorted(known))})")
-    if args.profile == "classic" and set(args.skip) - {"pollinate"}:
-        raise UsageError("skip: the classic profile has only the pollinate step",
+    if args.profile == "datasource" and set(args.skip) - {"pollinate"}:
+        raise UsageError("skip: the datasource profile has only the pollinate step",
                          hint="use --profile fast")  # fmt: skip
     steps = tuple(s for s in FAST_PROFILE if s not in args.skip) if args.profile == "fast" else ()
     if not image.is_file():
