@@ -410,7 +410,7 @@ def test_cloud_image_boots_from_its_disk_and_configures_from_the_drive(
         keys = login.run(["sudo", "cat", "/home/debian/.ssh/authorized_keys"]).stdout
         assert identity.with_name("id_ed25519.pub").read_text().split()[1] in keys
         assert login.run(["cat", "/var/tmp/runcmd-proof"]).stdout == "ran\n"  # user data ran
-        shown = login.run(["cat", "/etc/configdrive-injected"]).stdout
+        shown = login.run(["sudo", "cat", "/etc/configdrive-injected"]).stdout  # 0660 root
         assert shown == injected.read_text()  # the injected file, as cloud-init wrote it
         console = directory / "console.log"
         deadline = time.monotonic() + BOOT_TIMEOUT  # a hang guard, not a speed check
