@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from configdrive import tune
 from configdrive.errors import ConfigDriveError
@@ -48,6 +48,7 @@ __all__ = [
     "ImageVariant",
     "PACKAGES",
     "RECIPE_VERSION",
+    "build_cached",
     "build_image",
     "default_cache_dir",
     "image_key",
@@ -130,6 +131,7 @@ REPORTED_PACKAGES = ("cloud-init", "systemd", "pollinate", "openssh-server", "in
 _OCTAL = re.compile(r"\\([0-7]{3})")
 
 Progress = Callable[[str], None]
+T = TypeVar("T")
 
 
 class ImageVariant(enum.StrEnum):
@@ -255,9 +257,26 @@ def build_image(
             "in the folder that mkfs.ext4 -d copies",
             hint="run the build as root once; later calls use the cached image",
         )
+    return build_cached(
+        cache, name, lambda e: _load(e, variant, key),
+        lambda work: _build(work, variant, key, tools, say), say,
+    )  # fmt: skip
+
+
+def build_cached(
+    cache: Path,
+    name: str,
+    load: Callable[[Path], T | None],
+    make: Callable[[Path], None],
+    say: Progress,
+) -> T:
+    """The cache's protocol for one image: under a lock, ``make`` fills a temp folder next to
+    the entry, which is renamed into place once complete (``load`` returns None for anything
+    incomplete); an interrupted build's folder is removed first, a failed one at once."""
+    entry = cache / name
     cache.mkdir(parents=True, exist_ok=True)
     with _locked(cache / f".{name}.lock", say, name):
-        found = _load(entry, variant, key)  # another process built it while we waited
+        found = load(entry)  # another process built it while we waited
         if found is not None:
             say(f"{name}: built by another process at {entry}")
             return found
@@ -267,7 +286,7 @@ def build_image(
         work = cache / f".tmp-{name}-{os.getpid()}"
         work.mkdir()
         try:
-            _build(work, variant, key, tools, say)
+            make(work)
             if entry.exists():  # left by hand or by an older layout: not ours to trust
                 _remove_tree(entry)
             os.rename(work, entry)
@@ -275,7 +294,7 @@ def build_image(
         except BaseException:
             _remove_tree(work)
             raise
-    image = _load(entry, variant, key)
+    image = load(entry)
     if image is None:
         raise ConfigDriveError(f"{entry}: the image just built is incomplete")
     say(f"{name}: ready at {entry}")

@@ -55,12 +55,12 @@ from configdrive.image import (  # the build helpers both image builders share
     _fsync_dir,
     _fsync_file,
     _guest,
-    _locked,
     _mounts_under,
     _package_versions,
     _remove_tree,
     _symlink,
     _write_file,
+    build_cached,
     default_cache_dir,
 )
 from configdrive.run import find_tool, run
@@ -304,35 +304,15 @@ def build_cloud_image(
             "and grub-mkimage runs chrooted in the root folder",
             hint="run the build as root once; later calls use the cached image",
         )
-    cache.mkdir(parents=True, exist_ok=True)
-    with _locked(cache / f".{name}.lock", say, name):
-        found = _load(entry, os_, variant, key)
-        if found is not None:
-            say(f"{name}: built by another process at {entry}")
-            return found
-        for stale in cache.glob(f".tmp-{name}-*"):
-            say(f"removing an interrupted build: {stale}")
-            _remove_tree(stale)
-        work = cache / f".tmp-{name}-{os.getpid()}"
-        work.mkdir()
-        try:
-            if stock is None:
-                manifest = _build_stock(work, os_, key, say)
-            else:
-                manifest = _tune_copy(work, stock, variant, key, say)
-            _write_manifests(work, manifest)
-            if entry.exists():
-                _remove_tree(entry)
-            os.rename(work, entry)
-            _fsync_dir(cache)
-        except BaseException:
-            _remove_tree(work)
-            raise
-    image = _load(entry, os_, variant, key)
-    if image is None:
-        raise ConfigDriveError(f"{entry}: the image just built is incomplete")
-    say(f"{name}: ready at {entry}")
-    return image
+
+    def make(work: Path) -> None:
+        if stock is None:
+            manifest = _build_stock(work, os_, key, say)
+        else:
+            manifest = _tune_copy(work, stock, variant, key, say)
+        _write_manifests(work, manifest)
+
+    return build_cached(cache, name, lambda e: _load(e, os_, variant, key), make, say)
 
 
 @contextmanager
