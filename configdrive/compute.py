@@ -467,6 +467,13 @@ def boot(
             f"image's {image_size / 1024**3:.1f} GiB",
         )
     kernel, _ = request.image.kernel_for(host.machine_type)
+    if request.extra_cmdline and kernel is None:
+        raise SpecError(
+            "append",
+            "this image boots from its own disk (its bootloader chooses the kernel command "
+            "line), so --append has nothing to add to",
+            hint="edit the image's grub.cfg, or use an image built with --boot kernel",
+        )
     probe: ProbeResult = probe_accelerator(
         host.accelerator, kernel=kernel, qemu=host.qemu_binary, cache_dir=host.cache_dir
     )

@@ -309,3 +309,19 @@ def test_plain_qemu_runs_and_answers_qmp_under_an_instances_path_longer_than_a_s
         deleted = _cli("delete", "deep", "--host-config", str(conf))
     assert deleted.returncode == 0, deleted.stderr
     assert not directory.exists()
+
+
+@pytest.mark.tools
+def test_append_on_an_image_that_boots_from_its_disk_is_refused(tmp_path: Path) -> None:
+    conf = tmp_path / "host.conf"
+    instances = tmp_path / "instances"
+    conf.write_text(f"[DEFAULT]\ninstances_path = {instances}\n[libvirt]\nvirt_type = qemu\n"
+                    "[configdrive]\nbackend = qemu\n")  # fmt: skip
+    blank = tmp_path / "blank.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(blank), "64M"], check=True)
+    proc = _cli("boot", "--image", str(blank), "--host-config", str(conf), "--append",
+                "quiet", "appended")  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: append: this image boots from its own disk"), last
+    assert not instances.exists() or not [p for p in instances.iterdir() if p.name != "_base"]
