@@ -281,6 +281,11 @@ class InstanceRecord:
     spec: dict[str, Any]
     metadata_url: str | None = None  # the admin API it was registered with, if any
 
+    def console_text(self) -> str:
+        """The guest's serial console so far ("" before QEMU has written any)."""
+        console = self.path / "console.log"
+        return console.read_text(errors="replace") if console.exists() else ""
+
     def guest_spec(self) -> GuestSpec:
         raw = dict(self.spec)
         for key in (
@@ -675,11 +680,10 @@ def wait_for_console(
     record: InstanceRecord, pattern: str, timeout: float, *, poll: float = 0.5
 ) -> str:
     """Wait until ``pattern`` appears on the guest's console; return the console text."""
-    console = record.path / "console.log"
     deadline = time.monotonic() + timeout
     text = ""
     while time.monotonic() < deadline:
-        text = console.read_text(errors="replace") if console.exists() else ""
+        text = record.console_text()
         if pattern in text:
             return text
         time.sleep(poll)

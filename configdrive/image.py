@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import enum
 import fcntl
 import hashlib
@@ -31,7 +32,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,12 +49,15 @@ __all__ = [
     "ImageVariant",
     "PACKAGES",
     "RECIPE_VERSION",
+    "bootstrap",
     "build_cached",
     "build_image",
     "default_cache_dir",
     "image_key",
     "parse_check_report",
+    "read_json",
     "recipe",
+    "timed_step",
 ]
 
 log = logging.getLogger("configdrive.image")
@@ -301,28 +305,50 @@ def build_cached(
     return image
 
 
+@contextmanager
+def timed_step(title: str, timings: dict[str, float], say: Progress) -> Iterator[None]:
+    """Say ``title ...``, run the block, record and say how long it took."""
+    say(f"{title} ...")
+    start = time.monotonic()
+    yield
+    timings[title] = round(time.monotonic() - start, 1)
+    say(f"{title}: {timings[title]:.1f} s")
+
+
+def bootstrap(
+    mmdebstrap: str,
+    root: Path,
+    suite: str,
+    mirrors: Sequence[str],
+    packages: Sequence[str],
+    hooks: Sequence[str],
+    *,
+    variant: str = "apt",
+    aptopts: Sequence[str] = (),
+) -> None:
+    """``mmdebstrap`` in root mode into ``root``, without docs (:data:`DPKG_OPTIONS`), running
+    ``hooks`` as essential hooks; refuse a result that left mounts behind."""
+    argv = [mmdebstrap, "--mode=root", f"--variant={variant}", "--quiet"]
+    argv += [f"--aptopt={opt}" for opt in aptopts]
+    argv += [f"--include={','.join(packages)}"]
+    argv += [f"--dpkgopt={opt}" for opt in DPKG_OPTIONS]
+    argv += [f"--essential-hook={hook}" for hook in hooks]
+    run([*argv, suite, root, *mirrors], timeout=3600)
+    if _mounts_under(root):
+        raise ConfigDriveError(f"mmdebstrap left mounts under {root}: {_mounts_under(root)}")
+
+
 def _build(
     work: Path, variant: ImageVariant, key: str, tools: dict[str, str], say: Progress
 ) -> None:
     root = work / "root"
     timings: dict[str, float] = {}
 
-    @contextmanager
-    def step(title: str) -> Iterator[None]:
-        say(f"{title} ...")
-        start = time.monotonic()
-        yield
-        timings[title] = round(time.monotonic() - start, 1)
-        say(f"{title}: {timings[title]:.1f} s")
+    def step(title: str) -> contextlib.AbstractContextManager[None]:
+        return timed_step(title, timings, say)
 
     with step("mmdebstrap"):
-        argv = [tools["mmdebstrap"], "--mode=root", "--variant=apt", "--quiet"]
-        argv += [f"--include={','.join(PACKAGES)}"]
-        argv += [f"--dpkgopt={opt}" for opt in DPKG_OPTIONS]
-        argv += [f"--essential-hook={hook}" for hook in ESSENTIAL_HOOKS]
-        run([*argv, SUITE, root, *MIRRORS], timeout=3600)
-        if _mounts_under(root):
-            raise ConfigDriveError(f"mmdebstrap left mounts under {root}: {_mounts_under(root)}")
+        bootstrap(tools["mmdebstrap"], root, SUITE, MIRRORS, PACKAGES, ESSENTIAL_HOOKS)
     with step("configure"):
         _configure(root, variant)
     settings = variant.tuning
@@ -459,12 +485,17 @@ def _package_versions(root: Path, kernels: dict[str, str]) -> dict[str, str]:
     return dict(sorted(versions.items()))
 
 
-def _load(entry: Path, variant: ImageVariant, key: str) -> GuestImage | None:
-    """The image in ``entry`` if it is complete and made from this recipe, else None."""
+def read_json(path: Path) -> Any:
+    """The JSON in ``path``, or None when it is missing or unreadable (an incomplete entry)."""
     try:
-        data = json.loads((entry / MANIFEST).read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+def _load(entry: Path, variant: ImageVariant, key: str) -> GuestImage | None:
+    """The image in ``entry`` if it is complete and made from this recipe, else None."""
+    data = read_json(entry / MANIFEST)
     if not isinstance(data, dict) or data.get("key") != key:
         return None
     parts = ("qcow2", "kernel", "initrd", "kernel_generic", "initrd_generic")

@@ -362,7 +362,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
                                  progress=_progress(args))  # fmt: skip
         except ConfigDriveError as exc:
             raise ConfigDriveError(
-                f"{exc}; the console's last line: {_last_line(_console(record))}",
+                f"{exc}; the console's last line: {_last_line(record.console_text())}",
                 hint=f"the instance is left for inspection: `configdrive console {record.name}`",
             ) from exc
         result["ssh_s"] = round(time.monotonic() - started, 1)
@@ -386,7 +386,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
         result["waited_s"] = round(time.monotonic() - started, 1)
     if args.wait:
         result["since_start_s"] = round(time.monotonic() - running, 1)
-        result["stages"] = console_stages(_console(record))  # guest uptime at each
+        result["stages"] = console_stages(record.console_text())  # guest uptime at each
     if args.json:
         print(json.dumps(result))
     else:
@@ -404,11 +404,6 @@ def cmd_boot(args: argparse.Namespace) -> int:
             f"{record.machine}, config drive {drive}{registered}; {record.path}"
         )
     return EXIT_OK
-
-
-def _console(record: Any) -> str:
-    console = Path(record.path) / "console.log"
-    return console.read_text(errors="replace") if console.exists() else ""
 
 
 def _last_line(text: str) -> str:

@@ -39,8 +39,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,19 +48,22 @@ from configdrive import tune
 from configdrive.errors import ConfigDriveError
 from configdrive.guest import bootdisk
 from configdrive.image import (  # the build helpers both image builders share
+    DPKG_OPTIONS,
     GUEST_DIR,
     GUEST_FILES,
     GUEST_LINKS,
     _fsync_dir,
     _fsync_file,
     _guest,
-    _mounts_under,
     _package_versions,
     _remove_tree,
     _symlink,
     _write_file,
+    bootstrap,
     build_cached,
     default_cache_dir,
+    read_json,
+    timed_step,
 )
 from configdrive.run import find_tool, run
 
@@ -187,14 +189,6 @@ system_info:
     shell: /bin/bash
 """
 
-_DPKG_OPTIONS = (
-    "path-exclude=/usr/share/man/*",
-    "path-exclude=/usr/share/info/*",
-    "path-exclude=/usr/share/locale/*",
-    "path-exclude=/usr/share/doc/*",
-    "path-include=/usr/share/doc/*/copyright",
-)
-
 
 def _layout(os_: CloudOS) -> bootdisk.DiskLayout:
     return bootdisk.layout(DISK_SIZE, f"{os_}-r{RECIPE_VERSION}")
@@ -252,7 +246,7 @@ def cloud_recipe(os_: CloudOS, variant: CloudVariant = CloudVariant.STOCK) -> di
         "suite": os_.release.suite,
         "mirrors": list(os_.mirrors),
         "packages": list(os_.release.packages),
-        "dpkg_options": list(_DPKG_OPTIONS),
+        "dpkg_options": list(DPKG_OPTIONS),
         "disk_size": DISK_SIZE,
         "files": etc_files(os_),
         "kernel_args": KERNEL_ARGS,
@@ -315,21 +309,12 @@ def build_cloud_image(
     return build_cached(cache, name, lambda e: _load(e, os_, variant, key), make, say)
 
 
-@contextmanager
-def _step(title: str, timings: dict[str, float], say: Progress) -> Iterator[None]:
-    say(f"{title} ...")
-    start = time.monotonic()
-    yield
-    timings[title] = round(time.monotonic() - start, 1)
-    say(f"{title}: {timings[title]:.1f} s")
-
-
 def _build_stock(work: Path, os_: CloudOS, key: str, say: Progress) -> dict[str, Any]:
     tools = {t: find_tool(t) for t in ("mmdebstrap", "qemu-img", "chroot")}
     root = work / "root"
     timings: dict[str, float] = {}
     disk = _layout(os_)
-    with _step("mmdebstrap", timings, say):
+    with timed_step("mmdebstrap", timings, say):
         hooks = (
             # before the kernel's initramfs is made: its fsck hook reads the root's type from
             # fstab, and cannot probe a PARTUUID on the build host, so it is told
@@ -339,28 +324,23 @@ def _build_stock(work: Path, os_: CloudOS, key: str, say: Progress) -> dict[str,
             # Debian's kernel-img.conf for cloud images: no /vmlinuz or /initrd.img symlinks
             "printf 'do_symlinks = no\\n' > \"$1/etc/kernel-img.conf\"",
         )
-        argv = [tools["mmdebstrap"], "--mode=root", "--variant=minbase", "--quiet",
-                "--aptopt=APT::Install-Recommends \"false\"",
-                f"--include={','.join(os_.release.packages)}"]  # fmt: skip
-        argv += [f"--dpkgopt={opt}" for opt in _DPKG_OPTIONS]
-        argv += [f"--essential-hook={hook}" for hook in hooks]
-        run([*argv, os_.release.suite, root, *os_.mirrors], timeout=3600)
-        if _mounts_under(root):
-            raise ConfigDriveError(f"mmdebstrap left mounts under {root}: {_mounts_under(root)}")
-    with _step("configure", timings, say):
+        bootstrap(tools["mmdebstrap"], root, os_.release.suite, os_.mirrors,
+                  os_.release.packages, hooks, variant="minbase",
+                  aptopts=('APT::Install-Recommends "false"',))  # fmt: skip
+    with timed_step("configure", timings, say):
         version = _kernel_version(root)
         _configure(root, os_, version, tools["chroot"])
-    with _step("grub", timings, say):
+    with timed_step("grub", timings, say):
         grub = _grub_images(root, disk, tools["chroot"])
     inventory = driver_inventory(root, version)
     versions = _package_versions(root, {"kernel_version": version})
     raw = work / "disk.raw"
-    with _step("disk", timings, say):
+    with timed_step("disk", timings, say):
         bootdisk.make_disk(raw, disk, root, grub)
-    with _step("qemu-img convert", timings, say):
+    with timed_step("qemu-img convert", timings, say):
         run([tools["qemu-img"], "convert", "-f", "raw", "-O", "qcow2", raw, work / "disk.qcow2"])
         raw.unlink()
-    with _step("cleanup", timings, say):
+    with timed_step("cleanup", timings, say):
         _remove_tree(root)
     return {
         "os": str(os_),
@@ -464,11 +444,11 @@ def _tune_copy(
     assert settings is not None
     timings: dict[str, float] = {}
     disk = work / "disk.qcow2"
-    with _step("copy the stock disk", timings, say):
+    with timed_step("copy the stock disk", timings, say):
         run([find_tool("qemu-img"), "convert", "-f", "qcow2", "-O", "qcow2", stock.qcow2, disk])
-    with _step("tune", timings, say):
+    with timed_step("tune", timings, say):
         result = tune.tune_image(disk, settings, progress=say)
-    manifest = dict(_load_json(stock.manifest("bios")) or {})
+    manifest = dict(read_json(stock.manifest("bios")) or {})
     manifest.pop("firmware", None)
     manifest.update(
         variant=str(variant),
@@ -491,16 +471,9 @@ def _write_manifests(work: Path, manifest: dict[str, Any]) -> None:
     _fsync_dir(work)
 
 
-def _load_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _load(entry: Path, os_: CloudOS, variant: CloudVariant, key: str) -> CloudImage | None:
     """The image in ``entry`` if it is complete and made from this recipe, else None."""
-    docs = [_load_json(entry / name) for name in MANIFESTS.values()]
+    docs = [read_json(entry / name) for name in MANIFESTS.values()]
     if not all(isinstance(d, dict) and d.get("key") == key for d in docs):
         return None
     qcow2 = entry / "disk.qcow2"
