@@ -5,7 +5,7 @@ Each boot is a real `configdrive boot` (plain QEMU backend), with the same flavo
 restricted network (QEMU user networking, ``restrict=on``, one DHCP port): the guest reaches
 nothing beyond this machine, so anything that tries (pollinate) meets a black hole as on an
 isolated cloud network. The ``service`` mode's guests get one ``guestfwd`` rule more:
-169.254.169.254:80 to their own front port on a nova-like chain (haproxy → metadata agent →
+169.254.169.254:80 to their own front port on a nova-like chain (real haproxy → metadata agent →
 nova-api-metadata stand-in → ``configdrive serve``, :data:`SERVICE_HOPS`). Times are seconds
 since the backend started QEMU, stamped on the host as console lines arrive
 (:mod:`configdrive.timeline`).
@@ -40,6 +40,7 @@ from configdrive.image import ImageVariant, build_image, parse_check_report
 from configdrive.model import Instance
 from configdrive.service.client import AdminClient
 from configdrive.service.config import HopSpec
+from configdrive.service.haproxy import MetadataProxy
 from configdrive.spec import instance_from_mapping, load_spec
 from configdrive.timeline import ConsoleWatcher, build_timeline
 from configdrive.virt.domain import USER_NET, GuestFwd
@@ -82,25 +83,25 @@ class ModeSpec:
         return self.hops is not None
 
 
-# The nova-like path of the service mode, guest-facing first, with a per-request latency for
-# each hop: a healthy, lightly loaded cloud, not the overloaded ones of the field reports.
-# - haproxy in the router/DHCP namespace: a local proxy, about a millisecond;
-# - neutron-metadata-agent: one RPC round trip to neutron-server for the port (IP, network)
-#   per request (its port cache is off by default), ~10 ms over the message bus;
+# The nova-like path of the service mode, guest-facing first. The first hop is the real haproxy
+# (Debian's package, neutron's metadata-proxy template: configdrive.service.haproxy), one
+# process per guest network; behind it, hops with a per-request latency each, for a healthy,
+# lightly loaded cloud, not the overloaded ones of the field reports:
+# - neutron-metadata-agent, on haproxy's unix socket: one RPC round trip to neutron-server for
+#   the port (IP, network) per request (its port cache is off by default), ~10 ms over the
+#   message bus;
 # - nova-api-metadata: a WSGI request answered from its 15 s metadata cache after the first
 #   (which reads the API and cell databases and asks neutron for security groups), ~20 ms;
 # then ``configdrive serve`` in proxy mode, which checks the agent's HMAC signature.
 SERVICE_HOPS = (
-    HopSpec("haproxy", 0.001),
     HopSpec("agent", 0.010),
     HopSpec("forward", 0.020),
 )
-SERVICE_HOP_NAMES = ("haproxy", "neutron-metadata-agent", "nova-api-metadata")
+SERVICE_HOP_NAMES = ("neutron-metadata-agent", "nova-api-metadata")
 # The same path under load, as in the field reports of boot storms (requests taking seconds,
 # cloud-init's 2-3 s timeouts failing): the agent waits on a busy neutron-server (100 ms), nova
 # misses its cache and reads the databases and neutron (400 ms): half a second per request.
 LOADED_HOPS = (
-    HopSpec("haproxy", 0.001),
     HopSpec("agent", 0.100),
     HopSpec("forward", 0.400),
 )
@@ -112,7 +113,7 @@ MODES: dict[Mode, ModeSpec] = {
                                "Ec2 timeout 2/max_wait 5; pollinate masked"),
     Mode.SERVICE: ModeSpec(Mode.SERVICE, ImageVariant.SERVICE, False,
                            "no drive; datasource_list [OpenStack, None] (its default timeouts) "
-                           "against configdrive serve behind haproxy (1 ms), metadata agent "
+                           "against configdrive serve behind haproxy (real), metadata agent "
                            "(10 ms) and nova-api-metadata (20 ms); pollinate masked",
                            hops=SERVICE_HOPS),
     Mode.SERVICE_LOADED: ModeSpec(Mode.SERVICE_LOADED, ImageVariant.SERVICE, False,
@@ -179,8 +180,9 @@ def _image_dir(variant: ImageVariant) -> Path:
 
 
 class MetadataChain:
-    """``configdrive serve`` (proxy mode, SQLite store) behind :data:`SERVICE_HOPS`, on this
-    process's loopback; each guest is registered and gets its own front port."""
+    """``configdrive serve`` (proxy mode, SQLite store) behind ``hops`` and, in front, one real
+    haproxy per guest (:class:`~configdrive.service.haproxy.MetadataProxy`, neutron's
+    template) on this process's loopback; each guest is registered and gets its own haproxy."""
 
     SECRET_BYTES = 32
 
@@ -191,8 +193,13 @@ class MetadataChain:
         from configdrive.service.proxychain import start_chain
         from configdrive.service.testing import ServerThread
 
+        if any(h.kind == "haproxy" for h in hops):
+            raise ConfigDriveError("internal: the chain's haproxy is the real one, not a hop")
         secret = secrets.token_hex(self.SECRET_BYTES)
-        store = work / f"metadata-{secrets.token_hex(4)}.db"
+        tag = secrets.token_hex(4)
+        self.work = work
+        store = work / f"metadata-{tag}.db"
+        self.socket = work / f"agent-{tag}.sock"  # the agent's unix socket, as in neutron
         admin_token = secrets.token_hex(16)
         config = ServiceConfig(
             listen=("127.0.0.1:0",), admin_listen="127.0.0.1:0",
@@ -201,6 +208,7 @@ class MetadataChain:
             proxy_addresses=("127.0.0.1/32",),
         )  # fmt: skip
         self.server = ServerThread(config)
+        self.proxies: dict[str, MetadataProxy] = {}
         try:
             self.chain = self.server.call(
                 start_chain(
@@ -208,6 +216,7 @@ class MetadataChain:
                     list(hops),
                     registry=self.server.running.service.registry,
                     secret=secret,
+                    unix_socket=self.socket,
                 )
             )
         except BaseException:
@@ -216,25 +225,33 @@ class MetadataChain:
         self.admin = AdminClient(f"http://127.0.0.1:{self.server.admin_port}", admin_token)
 
     def attach(self, instance: Instance) -> GuestFwd:
-        """Register ``instance``; the guestfwd rule that takes it to its front port."""
-        self.admin.register(instance)
+        """Register ``instance`` and start its network's haproxy; the guestfwd rule that takes
+        the guest's 169.254.169.254:80 there."""
         address = instance.first_fixed_ipv4
         if address is None:
             raise ConfigDriveError("a service-mode guest needs a fixed IPv4 address")
+        self.admin.register(instance)
         self.chain.counts[address] = 0
-        host, port = self.server.call(self.chain.add_front(address))
-        return GuestFwd("169.254.169.254", 80, host, port)
+        proxy = MetadataProxy(self.work, self.socket, address)
+        self.proxies[instance.uuid] = proxy
+        return GuestFwd("169.254.169.254", 80, proxy.host, proxy.port)
 
     def detach(self, instance: Instance) -> None:
-        """Unregister ``instance`` (its address may serve the next guest)."""
+        """Unregister ``instance`` and stop its haproxy (its address may serve the next)."""
+        proxy = self.proxies.pop(instance.uuid, None)
+        if proxy is not None:
+            proxy.stop()
         self.admin.unregister(instance.uuid)
 
     def requests_from(self, instance: Instance) -> int:
-        """How many requests the guest made (as its haproxy hop counted them)."""
+        """How many requests the guest made (as the agent counted them)."""
         return self.chain.counts.get(instance.first_fixed_ipv4 or "", 0)
 
     def close(self) -> None:
         try:
+            for proxy in self.proxies.values():
+                proxy.stop()
+            self.proxies.clear()
             self.server.call(self.chain.stop())
         finally:
             self.server.stop()
@@ -645,7 +662,15 @@ def _plot_storm(storms: dict[str, list[BootResult]], out: Path, accelerator: str
 
 
 def _hops_doc(hops: Sequence[HopSpec] | None) -> list[dict[str, Any]]:
-    return [
+    from configdrive.service.haproxy import haproxy_version
+
+    first = {
+        "hop": "haproxy",
+        "kind": "real",
+        "version": haproxy_version(),
+        "config": "neutron's metadata-proxy template (configdrive.service.haproxy)",
+    }
+    return [first] + [
         {"hop": name, "kind": hop.kind, "latency_ms": round(hop.latency * 1000, 3)}
         for name, hop in zip(SERVICE_HOP_NAMES, hops or (), strict=True)
     ]

@@ -91,6 +91,9 @@ class TuneSettings:
     disable_pollinate: bool = True
     # the fast profile's further steps (names from STEPS), beyond the datasource and pollinate
     steps: tuple[str, ...] = ()
+    # edits beyond the profile, made the same way (the benchmark's no-agent image: its host
+    # keys and login key, made at build time)
+    extra: tuple[Change, ...] = ()
 
     def __repr__(self) -> str:
         # without the steps when there are none: image recipes hash this text, and images
@@ -100,9 +103,14 @@ class TuneSettings:
                   f"disable_pollinate={self.disable_pollinate!r}"]  # fmt: skip
         if self.steps:
             fields.append(f"steps={self.steps!r}")
+        if self.extra:
+            fields.append(f"extra={self.extra!r}")
         return f"TuneSettings({', '.join(fields)})"
 
     def __post_init__(self) -> None:
+        extra: object = self.extra
+        if isinstance(extra, list):  # accept a list; keep the frozen value hashable
+            object.__setattr__(self, "extra", tuple(extra))
         steps: object = self.steps
         if isinstance(steps, list):  # accept a list; keep the frozen value hashable
             object.__setattr__(self, "steps", tuple(steps))
@@ -262,6 +270,54 @@ STEPS: dict[str, Step] = {
             ),  # fmt: skip
         ),
         Step(
+            "e2scrub-reap",
+            "e2scrub_reap.service (e2fsprogs) runs e2scrub_all -A -r at every boot to remove "
+            "stale e2scrub snapshots of LVM volumes; a cloud image has no LVM and no snapshot, "
+            "and on a one-vCPU guest the script competes for the CPU with cloud-init's local "
+            "stage, which is on the way to SSH. Masked (a symlink to /dev/null).",
+            (
+                Change(
+                    "symlink",
+                    "/etc/systemd/system/e2scrub_reap.service",
+                    "mask e2scrub_reap.service -> /dev/null",
+                    target="/dev/null",
+                ),
+            ),  # fmt: skip
+            needs=(
+                "/lib/systemd/system/e2scrub_reap.service",
+                "/usr/lib/systemd/system/e2scrub_reap.service",
+            ),  # fmt: skip
+        ),
+        Step(
+            "networkd-renderer",
+            "cloud-init's netplan renderer (Debian's choice) writes /etc/netplan and then runs "
+            "`netplan generate`, a Python program, in the local stage on the way to SSH; its "
+            "networkd renderer writes the same systemd-networkd files itself. Both carry every "
+            "address, route, DNS server and MTU of the spec on 22.4, 25.1 and 26.x "
+            "(tests/test_network_renderers.py). Netplan stays as the fallback.",
+            (
+                _cloud_cfg(
+                    "networkd-renderer",
+                    "system_info: network: renderers: [networkd, netplan]",
+                    "system_info:\n  network:\n    renderers: [networkd, netplan]\n",
+                ),
+            ),
+            needs=("/lib/systemd/systemd-networkd", "/usr/lib/systemd/systemd-networkd"),
+        ),
+        Step(
+            "keys-to-console",
+            "cloud-init's keys_to_console module (final stage) runs ssh-keygen -l on every "
+            "host key to print the fingerprints on the serial console. Turned off "
+            "(ssh: emit_keys_to_console: false); the keys themselves are unchanged.",
+            (
+                _cloud_cfg(
+                    "keys-to-console",
+                    "ssh: emit_keys_to_console: false",
+                    "ssh:\n  emit_keys_to_console: false\n",
+                ),
+            ),
+        ),
+        Step(
             "wait-online",
             "systemd-networkd-wait-online waits up to 2 minutes for every managed link to be "
             "online, and cloud-init's network stage is ordered after it: a second NIC with no "
@@ -297,7 +353,7 @@ def planned_changes(settings: TuneSettings = TuneSettings()) -> list[Change]:
         changes += _pollinate_changes()
     for name in settings.steps:
         changes += STEPS[name].changes
-    return changes
+    return changes + list(settings.extra)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -384,6 +440,7 @@ def _needed(fs: _GuestFS, settings: TuneSettings) -> tuple[list[_Step], list[str
             notes.append(f"step {name} skipped: the guest has none of {', '.join(needs)}")
             continue
         wanted += STEPS[name].changes
+    wanted += settings.extra
 
     steps: list[_Step] = []
     made: set[str] = set()

@@ -18,6 +18,8 @@ Requests (``op`` plus arguments), each calling cloud-init the way its own stages
   network config and from which source, with the guest's NICs (``nics``: name -> MAC) in a
   sysfs tree of their own (``fallback`` means cloud-init generated its DHCP fallback)
 - ``read_conf_d {path}``: ``util.read_conf_d``, how cloud-init merges ``cloud.cfg.d``
+- ``renderer_choice {path}``: the network renderer cloud-init selects with that ``cloud.cfg.d``
+- ``schema_errors {config}``: cloud-init's strict cloud-config schema validation
 - ``render {network_config, renderer, target, nics}``: cloud-init's parser
   (``network_state.parse_net_config_data``) and ``cloudinit.net.<renderer>.Renderer`` writing
   into ``target``; answers the files written, relative path -> text
@@ -290,6 +292,19 @@ def schema_errors(config: dict[str, Any]) -> list[str]:
     return []
 
 
+def renderer_choice(path: str) -> str:
+    """The network renderer this cloud-init picks with ``path`` (a cloud.cfg.d) merged in: as
+    ``Distro._get_renderer`` / ``Distro.network_renderer`` do, from ``system_info: network:
+    renderers`` (its default order when unset)."""
+    from cloudinit import util
+    from cloudinit.net import renderers
+
+    system_info = util.read_conf_d(path).get("system_info") or {}
+    priority = util.get_cfg_by_path(system_info, ("network", "renderers"), None)
+    name, _cls = renderers.select(priority=priority)
+    return str(name)
+
+
 OPS = {
     "version": version,
     "read_config_drive": read_config_drive,
@@ -299,6 +314,7 @@ OPS = {
     "render": render,
     "read_conf_d": read_conf_d,
     "schema_errors": schema_errors,
+    "renderer_choice": renderer_choice,
 }
 
 

@@ -208,6 +208,11 @@ class CloudInit:
         result: dict[str, Any] = self.call("read_conf_d", path=path)
         return result
 
+    def renderer_choice(self, path: Path) -> str:
+        """The network renderer cloud-init selects with the cloud.cfg.d ``path``."""
+        result: str = self.call("renderer_choice", path=path)
+        return result
+
     def schema_errors(self, config: dict[str, Any]) -> list[str]:
         """cloud-init's own schema validation (strict) of a cloud-config."""
         result: list[str] = self.call("schema_errors", config=config)

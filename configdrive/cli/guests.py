@@ -225,8 +225,12 @@ def register(sub: Any) -> None:
         default=None,
         help="--boot kernel: tuned (default), untuned, pollinate, floor, service; "
         "--boot bios|uefi: stock (default: Debian's own cloud-init setup, ds-identify "
-        "deciding) or fast (stock tuned offline by tune-image)",
+        "deciding), datasource or fast (stock tuned offline by tune-image --profile "
+        "datasource or fast), noagent (fast with cloud-init disabled, host keys and root's "
+        "login key made at build time: the benchmark's floor)",
     )
+    ib.add_argument("--skip", action="append", default=[], metavar="STEP",
+                    help="--variant fast: leave out this step (repeatable)")  # fmt: skip
     ib.add_argument("--cache-dir", metavar="DIR", help="where images are cached")
     ib.add_argument("--json", action="store_true", help="machine-readable output")
     ib.set_defaults(handler=cmd_image_build)
@@ -235,13 +239,26 @@ def register(sub: Any) -> None:
     bsub = bench.add_subparsers(dest="bench_verb", metavar="ACTION", required=True)
     bb = bsub.add_parser(
         "boot",
-        help="first boot by injection mode, interleaved; JSON/CSV, summary and plot",
-        description="Boot the project's guest repeatedly in each mode (drive-tuned, service, "
-        "service-loaded, stock, drive-pollinate, floor), interleaved, and record every stage "
-        "from the guest's own reports. Writes results.json, boots.csv and boot-stages.png.",
+        help="first boot by mode, interleaved; JSON/CSV, summary and plots",
+        description="--boot kernel (default without --os): boot the project's test guest "
+        "repeatedly in each mode (drive-tuned, service, service-loaded, stock, drive-pollinate, "
+        "floor) and record every stage from the guest's own reports; writes results.json, "
+        "boots.csv and boot-stages.png. --os debian-12|debian-13 with --boot bios|uefi: "
+        "create to SSH login on the cloud-shaped images (`configdrive boot --wait "
+        "cloud-init`, one process per boot) in the modes stock, stock-service, "
+        "stock-service-loaded, datasource, fast, fast-minus-STEP (one per fast-profile step) "
+        "and noagent; writes results.json, boots.csv, boot-stages.png and step-savings.png.",
     )
-    bb.add_argument("--modes", default=",".join(m.value for m in Mode),
-                    help="comma-separated modes (default: %(default)s)")  # fmt: skip
+    bb.add_argument("--os", choices=["debian-12", "debian-13"],
+                    help="benchmark the cloud-shaped image of this release (default --boot: "
+                    "bios)")  # fmt: skip
+    bb.add_argument("--boot", choices=["kernel", "bios", "uefi"],
+                    help="kernel: the project's direct-kernel-boot test image (the default "
+                    "without --os); bios or uefi: the cloud image under SeaBIOS (pc) or OVMF "
+                    "(q35)")  # fmt: skip
+    bb.add_argument("--modes", default=None,
+                    help="comma-separated modes (default: every mode; kernel boot: "
+                    f"{','.join(m.value for m in Mode)}; cloud images: all)")  # fmt: skip
     bb.add_argument("--runs", type=int, default=5, help="boots per mode (default 5)")
     bb.add_argument("--quick", action="store_true", help="one boot per mode (CI)")
     bb.add_argument("-o", "--output", default="docs/benchmarks", metavar="DIR",
@@ -406,6 +423,47 @@ def cmd_boot(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _bench_cloud(args: argparse.Namespace, firmware: str, runs: int) -> int:
+    from configdrive.cloudbench import parse_modes, run_cloud_benchmark
+    from configdrive.guest.cloudimage import CloudOS
+
+    try:
+        modes = parse_modes(args.modes or "all")
+    except ConfigDriveError as exc:
+        raise UsageError(str(exc)) from None
+    require_extra("bench", "bench (its plots)")
+    if any(m.service for m in modes):
+        require_extra("service", "the stock-service modes")
+    os_ = CloudOS(args.os or "debian-12")
+    out = Path(args.output)
+    if out == Path("docs/benchmarks"):  # the default: one folder per release and firmware
+        out = out / f"cloud-{os_}-{firmware}"
+    doc = run_cloud_benchmark(os_, firmware, modes, runs, out, progress=_progress(args))
+    summary = doc["summary"]
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return EXIT_OK
+    print(f"{len(doc['boots'])} boots of {os_} ({firmware}, {doc['machine']}), accelerator "
+          f"{doc['accelerator']}; seconds since `configdrive boot` was called, median "
+          f"(min-max):")  # fmt: skip
+    print(f"{'mode':<26}{'to SSH':>22}{'to cloud-init done':>22}{'metadata wait':>16}")
+
+    def cell(stat: dict[str, float] | None, width: int) -> str:
+        text = f"{stat['median']:.1f} ({stat['min']:.1f}-{stat['max']:.1f})" if stat else "-"
+        return f"{text:>{width}}"
+
+    for mode, table in summary["modes"].items():
+        wait = table["metadata_wait_s"]
+        shown = f"{wait['median']:.2f}" if wait else "-"
+        print(f"{mode:<26}{cell(table['time_to_ssh_s'], 22)}"
+              f"{cell(table['time_to_cloud_init_done_s'], 22)}{shown:>16}")  # fmt: skip
+    for name, target in summary["targets"].items():
+        verdict = {True: "met", False: "MISSED", None: "not measured"}[target["met"]]
+        print(f"target {name} <= {target['target']}: {target['median']} ({verdict})")
+    print(f"wrote {out}/results.json, boots.csv, boot-stages.png, step-savings.png")
+    return EXIT_OK
+
+
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else "no output"
@@ -480,7 +538,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 KERNEL_VARIANTS = ("tuned", "untuned", "pollinate", "floor", "service")
-CLOUD_VARIANTS = ("stock", "fast")
+CLOUD_VARIANTS = ("stock", "datasource", "fast", "noagent")
 
 
 def cmd_image_build(args: argparse.Namespace) -> int:
@@ -492,6 +550,8 @@ def cmd_image_build(args: argparse.Namespace) -> int:
             raise UsageError(f"os: --boot kernel images are debian-12 only, not {args.os}",
                              hint="use --boot bios or --boot uefi")  # fmt: skip
         variant = args.variant or "tuned"
+        if args.skip:
+            raise UsageError("skip: --boot kernel images have no steps to skip")
         if variant not in KERNEL_VARIANTS:
             raise UsageError(f"variant: {variant} is for --boot bios|uefi; --boot kernel takes "
                              f"{', '.join(KERNEL_VARIANTS)}")  # fmt: skip
@@ -505,8 +565,16 @@ def cmd_image_build(args: argparse.Namespace) -> int:
         if variant not in CLOUD_VARIANTS:
             raise UsageError(f"variant: {variant} is for --boot kernel; --boot {args.boot} "
                              f"takes {', '.join(CLOUD_VARIANTS)}")  # fmt: skip
+        from configdrive.tune import STEPS
+
+        for step in args.skip:
+            if step not in STEPS:
+                raise UsageError(f"skip: {step!r} is not a fast-profile step "
+                                 f"(known: {', '.join(STEPS)})")  # fmt: skip
+        if args.skip and variant != "fast":
+            raise UsageError(f"skip: only --variant fast has steps to skip, not {variant}")
         cloud = build_cloud_image(CloudOS(args.os), CloudVariant(variant), cache,
-                                  progress=_progress(args))  # fmt: skip
+                                  skip=tuple(args.skip), progress=_progress(args))  # fmt: skip
         directory, key, qcow2 = cloud.directory, cloud.key, cloud.qcow2
         manifest = cloud.manifest(args.boot)
     if args.json:
@@ -611,10 +679,16 @@ def cmd_bench_storm(args: argparse.Namespace) -> int:
 def cmd_bench_boot(args: argparse.Namespace) -> int:
     from configdrive.benchmark import run_benchmark
 
-    modes = _bench_modes(args.modes)
+    boot_kind = args.boot or ("bios" if args.os else "kernel")
     runs = 1 if args.quick else args.runs
     if runs < 1:
         raise UsageError("runs: must be at least 1")
+    if boot_kind != "kernel":
+        return _bench_cloud(args, boot_kind, runs)
+    if args.os not in (None, "debian-12"):
+        raise UsageError(f"os: the kernel-boot test image is debian-12 only, not {args.os}",
+                         hint="add --boot bios or --boot uefi")  # fmt: skip
+    modes = _bench_modes(args.modes or ",".join(m.value for m in Mode))
     seed = _seed_spec()
     out = Path(args.output)
     doc = run_benchmark(modes, runs, out, seed_spec=seed, progress=_progress(args))

@@ -32,6 +32,7 @@ path an operator's own image takes. One disk serves both firmwares: the image di
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 import json
@@ -75,6 +76,8 @@ __all__ = [
     "build_cloud_image",
     "cloud_recipe",
     "driver_inventory",
+    "noagent_changes",
+    "variant_name",
 ]
 
 log = logging.getLogger("configdrive.guest.cloudimage")
@@ -142,17 +145,75 @@ _RELEASES = {
 
 
 class CloudVariant(enum.StrEnum):
-    """``stock``: as Debian ships it. ``fast``: stock plus the project's tuning, applied offline
-    to a copy of the stock disk."""
+    """``stock``: as Debian ships it. The others are the stock disk copied and tuned offline:
+    ``datasource`` by tune-image's default profile, ``fast`` by ``--profile fast`` (less any
+    skipped steps), and ``noagent`` is the fast image with cloud-init disabled and what it
+    would have done at first boot done at build time instead (the benchmark's floor)."""
 
     STOCK = "stock"
+    DATASOURCE = "datasource"
     FAST = "fast"
+    NOAGENT = "noagent"
 
-    @property
-    def tuning(self) -> tune.TuneSettings | None:
+    def tuning(self, skip: tuple[str, ...] = ()) -> tune.TuneSettings | None:
         if self is CloudVariant.STOCK:
             return None
-        return tune.TuneSettings(steps=tune.FAST_PROFILE)
+        if self is CloudVariant.DATASOURCE:
+            return tune.TuneSettings()
+        return tune.TuneSettings(steps=tuple(s for s in tune.FAST_PROFILE if s not in skip))
+
+
+# The no-agent image: what cloud-init would have done, done once at build time (with keys made
+# then, kept in the image directory), and cloud-init itself switched off.
+NOAGENT_LOGIN_KEY = "login_key"  # the private key beside the disk; .pub is root's key
+NOAGENT_NETWORK = "/etc/systemd/network/90-configdrive-dhcp.network"
+NOAGENT_HOST_KEYS = (("ed25519", ""), ("ecdsa", "256"), ("rsa", "3072"))  # openssh's postinst
+
+
+def noagent_changes(keys: dict[str, str]) -> tuple[tune.Change, ...]:
+    """The edits that make the no-agent image from the fast one; ``keys`` maps a guest path
+    (host keys, root's authorized_keys) to its text (pure)."""
+    changes = [
+        tune.Change("write", "/etc/cloud/cloud-init.disabled",
+                    "disable cloud-init (its generator then starts none of its units)",
+                    content="", mode=0o644),
+        tune.Change("write", NOAGENT_NETWORK, "DHCP on every Ethernet link (cloud-init would "
+                    "have written the network config)",
+                    content="# Written by configdrive (the no-agent image).\n[Match]\n"
+                    "Name=en* eth*\n\n[Network]\nDHCP=yes\n", mode=0o644),
+        tune.Change("mkdir", "/root/.ssh", "root's SSH directory", mode=0o700),
+        # the project's check unit wants cloud-final.service, which would pull every
+        # cloud-init unit back in
+        tune.Change("remove", "/etc/systemd/system/multi-user.target.wants/"
+                    "configdrive-check.service", "no in-guest check (it pulls cloud-init in)"),
+    ]  # fmt: skip
+    for path, text in sorted(keys.items()):
+        private = path.endswith(("_key", "authorized_keys"))
+        changes.append(tune.Change("write", path, "made at build time", content=text,
+                                   mode=0o600 if private else 0o644))  # fmt: skip
+    return tuple(changes)
+
+
+def _make_noagent_keys(work: Path) -> dict[str, str]:
+    """Host keys as openssh-server's postinst makes them, and a login key pair for root; the
+    login key's private half stays in ``work`` (the image directory)."""
+    keygen = find_tool("ssh-keygen")
+    keys: dict[str, str] = {}
+    tmp = work / "keys.tmp"
+    tmp.mkdir()
+    try:
+        for kind, bits in NOAGENT_HOST_KEYS:
+            path = tmp / f"ssh_host_{kind}_key"
+            run([keygen, "-q", "-t", kind, *(["-b", bits] if bits else []), "-N", "",
+                 "-C", "root@localhost", "-f", path])  # fmt: skip
+            keys[f"/etc/ssh/{path.name}"] = path.read_text()
+            keys[f"/etc/ssh/{path.name}.pub"] = path.with_name(path.name + ".pub").read_text()
+    finally:
+        shutil.rmtree(tmp)
+    login = work / NOAGENT_LOGIN_KEY
+    run([keygen, "-q", "-t", "ed25519", "-N", "", "-C", "configdrive-noagent", "-f", login])
+    keys["/root/.ssh/authorized_keys"] = login.with_name(login.name + ".pub").read_text()
+    return keys
 
 
 @dataclass(frozen=True)
@@ -237,7 +298,9 @@ def grub_cfg(os_: CloudOS, kernel_version: str) -> str:
     )
 
 
-def cloud_recipe(os_: CloudOS, variant: CloudVariant = CloudVariant.STOCK) -> dict[str, Any]:
+def cloud_recipe(
+    os_: CloudOS, variant: CloudVariant = CloudVariant.STOCK, skip: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """Everything the image is made from, as JSON-able data (the cache key hashes it)."""
     guest = {n: hashlib.sha256((GUEST_DIR / n).read_bytes()).hexdigest() for n in GUEST_FILES}
     data: dict[str, Any] = {
@@ -254,15 +317,26 @@ def cloud_recipe(os_: CloudOS, variant: CloudVariant = CloudVariant.STOCK) -> di
         "grub_early": [bootdisk.early_config(_layout(os_).root_fs_uuid, p) for p in ("pc", "efi")],
         "guest_files": guest,
     }
-    settings = variant.tuning
+    settings = variant.tuning(skip)
     if settings is not None:
         data["variant"] = str(variant)
         data["tune_changes"] = [vars(c) for c in tune.planned_changes(settings)]
+    if skip:
+        data["skip"] = list(skip)
+    if variant is CloudVariant.NOAGENT:  # the keys are drawn at build time: their paths only
+        keys = [f"/etc/ssh/ssh_host_{k}_key" for k, _ in NOAGENT_HOST_KEYS]
+        paths = [*keys, *(k + ".pub" for k in keys), "/root/.ssh/authorized_keys"]
+        data["noagent"] = [vars(c) for c in noagent_changes(dict.fromkeys(paths, ""))]
     return data
 
 
-def _key(os_: CloudOS, variant: CloudVariant) -> str:
-    blob = json.dumps(cloud_recipe(os_, variant), sort_keys=True, separators=(",", ":"))
+def variant_name(variant: CloudVariant, skip: tuple[str, ...] = ()) -> str:
+    """``fast``, or ``fast-minus-STEP[-STEP…]`` when steps are skipped."""
+    return f"{variant}-minus-{'-'.join(skip)}" if skip else str(variant)
+
+
+def _key(os_: CloudOS, variant: CloudVariant, skip: tuple[str, ...] = ()) -> str:
+    blob = json.dumps(cloud_recipe(os_, variant, skip), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -275,15 +349,24 @@ def build_cloud_image(
     variant: CloudVariant = CloudVariant.STOCK,
     cache_dir: Path | None = None,
     *,
+    skip: tuple[str, ...] = (),
     progress: Progress | None = None,
 ) -> CloudImage:
     """The image from the cache, built first if it is not there (the stock one too, for a
-    tuned variant)."""
+    tuned variant). ``skip``: fast-profile steps to leave out (the fast variant only)."""
     os_, variant = CloudOS(os_), CloudVariant(variant)
+    skip = tuple(skip)
+    if skip and variant is not CloudVariant.FAST:
+        raise ConfigDriveError(f"only the fast variant has steps to skip, not {variant}")
+    for step in skip:
+        if step not in tune.STEPS:
+            raise ConfigDriveError(
+                f"{step!r} is not a step of the fast profile (known: {', '.join(tune.STEPS)})"
+            )
     say = progress or (lambda _msg: None)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    key = _key(os_, variant)
-    name = f"{os_}-{variant}-{key[:16]}"
+    key = _key(os_, variant, skip)
+    name = f"{os_}-{variant_name(variant, skip)}-{key[:16]}"
     entry = cache / name
     found = _load(entry, os_, variant, key)
     if found is not None:
@@ -303,7 +386,7 @@ def build_cloud_image(
         if stock is None:
             manifest = _build_stock(work, os_, key, say)
         else:
-            manifest = _tune_copy(work, stock, variant, key, say)
+            manifest = _tune_copy(work, stock, variant, skip, key, say)
         _write_manifests(work, manifest)
 
     return build_cached(cache, name, lambda e: _load(e, os_, variant, key), make, say)
@@ -438,10 +521,19 @@ def driver_inventory(root: Path, version: str) -> dict[str, str]:
 
 
 def _tune_copy(
-    work: Path, stock: CloudImage, variant: CloudVariant, key: str, say: Progress
+    work: Path,
+    stock: CloudImage,
+    variant: CloudVariant,
+    skip: tuple[str, ...],
+    key: str,
+    say: Progress,
 ) -> dict[str, Any]:
-    settings = variant.tuning
+    settings = variant.tuning(skip)
     assert settings is not None
+    extra: dict[str, Any] = {}
+    if variant is CloudVariant.NOAGENT:
+        settings = dataclasses.replace(settings, extra=noagent_changes(_make_noagent_keys(work)))
+        extra = {"login_user": "root", "identity": NOAGENT_LOGIN_KEY, "cloud_init": "disabled"}
     timings: dict[str, float] = {}
     disk = work / "disk.qcow2"
     with timed_step("copy the stock disk", timings, say):
@@ -451,13 +543,14 @@ def _tune_copy(
     manifest = dict(read_json(stock.manifest("bios")) or {})
     manifest.pop("firmware", None)
     manifest.update(
-        variant=str(variant),
+        variant=variant_name(variant, skip),
         key=key,
         stock_key=stock.key,
         tune_applied=[str(c) for c in result.changes],
         build_seconds=timings,
         built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        recipe=cloud_recipe(stock.os, variant),
+        recipe=cloud_recipe(stock.os, variant, skip),
+        **extra,
     )
     return manifest
 

@@ -5,7 +5,8 @@ per-instance trees from :mod:`configdrive.render`), ``security`` (tokens, signat
 limits), ``store`` (SQLite/PostgreSQL), ``registry`` (instances in memory, kept in step with the
 store), ``server`` (listeners, poller, shutdown), ``supervisor`` (N worker processes on shared
 SO_REUSEPORT listeners), ``proxychain`` (nova-like forwarding hops for the benchmark),
-``config`` (settings file).
+``haproxy`` (the benchmark's real first hop: Debian's haproxy, neutron's metadata-proxy
+template), ``config`` (settings file).
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -99,6 +100,7 @@ def _hop_app(
     secret: str,
     fronts: dict[int, str],
     counts: dict[str, int],
+    count_here: bool = False,
 ) -> web.Application:
     async def forward(request: web.Request) -> web.StreamResponse:
         if spec.latency:
@@ -121,6 +123,8 @@ def _hop_app(
             assert registry is not None
             forwarded = ",".join(request.headers.getall("X-Forwarded-For", []))
             address = forwarded.rsplit(",", 1)[-1].strip()
+            if count_here:  # no haproxy hop of ours: a real one is in front
+                counts[address] = counts.get(address, 0) + 1
             view = registry.by_ip(address)
             if view is None:
                 return web.Response(status=404, text="404 Not Found")
@@ -158,10 +162,12 @@ async def start_chain(
     secret: str = "",
     host: str = "127.0.0.1",
     listen: tuple[str, int] | None = None,
+    unix_socket: Path | None = None,
 ) -> Chain:
     """Start ``hops`` (guest-facing first) in front of ``server``. The guest-facing hop
-    listens on ``listen`` when given (port 0: a free one); the others on free ports of
-    ``host``."""
+    listens on ``listen`` when given (port 0: a free one), or on the unix socket
+    ``unix_socket`` (where a real haproxy in front connects, as neutron's does to its agent;
+    its address is then ``(path, 0)``); the others on free ports of ``host``."""
     if any(h.kind == "agent" for h in hops) and (registry is None or not secret):
         raise ValueError("an agent hop needs the registry and a non-empty shared secret")
     runners: list[web.AppRunner] = []
@@ -170,6 +176,7 @@ async def start_chain(
     fronts: dict[int, str] = {}
     counts: dict[str, int] = {}
     upstream = f"http://{server[0]}:{server[1]}"
+    count_at_agent = not any(h.kind == "haproxy" for h in hops)
     try:
         for index, spec in reversed(list(enumerate(hops))):  # start from the server side
             session = aiohttp.ClientSession(
@@ -178,10 +185,16 @@ async def start_chain(
                 auto_decompress=False,
             )
             sessions.append(session)
-            app = _hop_app(spec, upstream, session, registry, secret, fronts, counts)
+            app = _hop_app(spec, upstream, session, registry, secret, fronts, counts,
+                           count_here=count_at_agent)  # fmt: skip
             runner = web.AppRunner(app, access_log=None)
             runners.append(runner)
             await runner.setup()
+            if index == 0 and unix_socket is not None:
+                unix = web.UnixSite(runner, str(unix_socket), backlog=4096)
+                await unix.start()
+                addresses.append((str(unix_socket), 0))
+                continue
             bind = listen if index == 0 and listen is not None else (host, 0)
             site = web.TCPSite(runner, bind[0], bind[1], backlog=4096)
             await site.start()

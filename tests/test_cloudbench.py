@@ -1,0 +1,149 @@
+"""The cloud-image benchmark's modes, its reading of cloud-init's log, and its arithmetic (fast);
+its CLI's bad input (fast)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from configdrive import tune
+from configdrive.cloudbench import cloud_modes, metadata_wait, parse_modes, summarize_cloud
+from configdrive.errors import ConfigDriveError
+from configdrive.guest.cloudimage import (
+    CloudOS,
+    CloudVariant,
+    build_cloud_image,
+    cloud_recipe,
+    noagent_changes,
+    variant_name,
+)
+
+
+def test_every_mode_the_issue_names_and_one_per_fast_step() -> None:
+    modes = cloud_modes()
+    assert list(modes)[:5] == ["stock", "stock-service", "stock-service-loaded", "datasource",
+                               "fast"]  # fmt: skip
+    assert [m for m in modes if m.startswith("fast-minus-")] == [
+        f"fast-minus-{s}" for s in tune.FAST_PROFILE
+    ]
+    assert list(modes)[-1] == "noagent"
+    assert not modes["stock-service"].drive and modes["stock-service"].service
+    assert modes["stock"].drive and not modes["stock"].service
+    assert not modes["noagent"].applies and not modes["noagent"].drive
+    # the loaded path is slower at every hop the healthy one has
+    healthy, loaded = modes["stock-service"].hops, modes["stock-service-loaded"].hops
+    assert healthy and loaded
+    assert all(h.latency < lo.latency for h, lo in zip(healthy, loaded, strict=True))
+    assert "haproxy" not in {h.kind for h in healthy}  # the real haproxy is in front instead
+
+
+def test_parse_modes() -> None:
+    assert [m.name for m in parse_modes("fast, stock")] == ["fast", "stock"]
+    assert len(parse_modes("all")) == len(cloud_modes())
+    for bad, message in (("", "at least one"), ("fast,fast", "once"),
+                         ("fast-minus-nothing", "'fast-minus-nothing' is not a mode")):  # fmt: skip
+        with pytest.raises(ConfigDriveError, match=message):
+            parse_modes(bad)
+
+
+LOG_22_4 = """\
+2026-12-03 09:08:31,178 - util.py[DEBUG]: Cloud-init v. 22.4.2 running 'init-local' at Thu, \
+03 Dec 2026 09:08:29 +0000. Up 66.72 seconds.
+2026-12-03 09:08:31,192 - main.py[DEBUG]: No kernel command line url found.
+2026-12-03 09:08:36,440 - handlers.py[DEBUG]: finish: init-local/search-ConfigDrive: SUCCESS
+2026-12-03 09:08:36,456 - main.py[INFO]: [local] found local data from DataSourceConfigDrive
+2026-12-03 09:08:57,618 - util.py[DEBUG]: Cloud-init v. 22.4.2 running 'init' at Thu, \
+03 Dec 2026 09:08:57 +0000. Up 94.21 seconds.
+"""
+
+
+def test_metadata_wait_reads_cloud_inits_log() -> None:
+    assert metadata_wait(LOG_22_4) == (5.278, "DataSourceConfigDrive")
+    # the fallback is not metadata; a network datasource found in the init stage counts
+    fallback = LOG_22_4.replace("[local] found local data from DataSourceConfigDrive",
+                                "[local] found local data from DataSourceNone")  # fmt: skip
+    assert metadata_wait(fallback) == (None, None)
+    network = fallback + (
+        "2026-12-03 09:09:01,000 - main.py[INFO]: [net] found network data from "
+        "DataSourceOpenStack\n"
+    )
+    assert metadata_wait(network) == (29.822, "DataSourceOpenStack")
+    assert metadata_wait("") == (None, None)
+
+
+def _boot(mode: str, run: int, ssh: float, done: float | None, wait: float | None = 0.2) -> Any:
+    return {"mode": mode, "run": run, "time_to_ssh_s": ssh, "time_to_cloud_init_done_s": done,
+            "metadata_wait_s": wait, "stages": {"init-local": 10.0, "finished": ssh - 5},
+            "user_data_applied": mode != "noagent", "hostname_applied": mode != "noagent"}  # fmt: skip
+
+
+def test_summary_ratios_savings_and_targets() -> None:
+    boots = []
+    for run, scale in ((1, 1.0), (2, 1.2)):
+        boots += [
+            _boot("stock", run, 100 * scale, 130 * scale),
+            _boot("fast", run, 60 * scale, 70 * scale, wait=0.25),
+            _boot("fast-minus-ssh-keys", run, 85 * scale, 95 * scale),
+            _boot("noagent", run, 50 * scale, None, wait=None),
+        ]
+    summary = summarize_cloud(boots)
+    fast = summary["modes"]["fast"]
+    assert fast["time_to_ssh_s"] == {"median": 66.0, "min": 60.0, "max": 72.0, "n": 2}
+    assert summary["modes"]["noagent"]["time_to_cloud_init_done_s"] is None
+    assert summary["modes"]["fast"]["applied"] and not summary["modes"]["noagent"]["applied"]
+    # ratios pair the boots of one run
+    assert summary["ratios"]["fast_over_stock"]["time_to_ssh_s"]["median"] == 0.6
+    assert summary["ratios"]["fast_over_noagent"]["time_to_ssh_s"]["median"] == 1.2
+    saving = summary["step_savings"]["ssh-keys"]["time_to_ssh_s"]
+    assert saving == {"median": 27.5, "min": 25.0, "max": 30.0, "n": 2}
+    targets = summary["targets"]
+    assert targets["fast_over_stock"] == {"target": 0.5, "median": 0.6, "met": False}
+    assert targets["fast_over_noagent"]["met"] is False
+    assert targets["drive_metadata_wait_s"] == {"target": 0.3, "median": 0.25, "met": True}
+
+
+def test_noagent_recipe_holds_no_key_and_the_variants_are_named() -> None:
+    recipe = cloud_recipe(CloudOS.DEBIAN_12, CloudVariant.NOAGENT)
+    text = repr(recipe)
+    assert "PRIVATE KEY" not in text and "ssh-ed25519 " not in text  # drawn at build time
+    assert recipe == cloud_recipe(CloudOS.DEBIAN_12, CloudVariant.NOAGENT)  # a stable key
+    paths = {c["path"] for c in recipe["noagent"]}
+    assert {"/etc/cloud/cloud-init.disabled", "/root/.ssh/authorized_keys",
+            "/etc/ssh/ssh_host_ed25519_key"} <= paths  # fmt: skip
+    modes = {c.path: c.mode for c in noagent_changes({"/etc/ssh/ssh_host_rsa_key": "k",
+                                                      "/etc/ssh/ssh_host_rsa_key.pub": "p"})}  # fmt: skip
+    assert modes["/etc/ssh/ssh_host_rsa_key"] == 0o600
+    assert modes["/etc/ssh/ssh_host_rsa_key.pub"] == 0o644
+    assert variant_name(CloudVariant.FAST, ("ssh-keys",)) == "fast-minus-ssh-keys"
+    minus = cloud_recipe(CloudOS.DEBIAN_12, CloudVariant.FAST, ("ssh-keys",))
+    assert "99_configdrive-ssh-keys.cfg" not in repr(minus["tune_changes"])
+    assert "99_configdrive-grub-dpkg.cfg" in repr(minus["tune_changes"])
+
+
+def test_only_the_fast_variant_skips_known_steps(tmp_path: Any) -> None:
+    with pytest.raises(ConfigDriveError, match="only the fast variant"):
+        build_cloud_image(CloudOS.DEBIAN_12, CloudVariant.STOCK, tmp_path, skip=("ssh-keys",))
+    with pytest.raises(ConfigDriveError, match="'nope' is not a step"):
+        build_cloud_image(CloudOS.DEBIAN_12, CloudVariant.FAST, tmp_path, skip=("nope",))
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--os", "debian-12", "--modes", "fast,bogus"], "error: modes: 'bogus' is not a mode"),
+        (["--os", "debian-13", "--boot", "kernel"], "error: os: the kernel-boot test image is"),
+        (["--os", "debian-12", "--runs", "0"], "error: runs: must be at least 1"),
+    ],
+)
+def test_bench_boot_cli_bad_input(tmp_path: Any, args: list[str], message: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "configdrive", "bench", "boot", *args, "-o", str(tmp_path / "o")],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(message)
+    assert not (tmp_path / "o").exists()
