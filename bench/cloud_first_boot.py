@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from configdrive.guest.cloudimage import CloudOS, CloudVariant, build_cloud_image  # noqa: E402
-from configdrive.image import parse_check_report  # noqa: E402
+from configdrive.guest.image import parse_check_report  # noqa: E402
 
 
 def _cli(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:

@@ -35,8 +35,8 @@ from typing import Any
 from configdrive.compute import BootRequest, InstanceRecord, boot, delete, load_image
 from configdrive.drive import DriveFormat
 from configdrive.errors import ConfigDriveError
+from configdrive.guest.image import ImageVariant, build_image, parse_check_report
 from configdrive.host import Accelerator, BackendKind, HostConfig, find_flavor
-from configdrive.image import ImageVariant, build_image, parse_check_report
 from configdrive.model import Instance
 from configdrive.service.client import AdminClient
 from configdrive.service.config import HopSpec

@@ -40,9 +40,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from configdrive import tune
 from configdrive.benchmark import LOADED_HOPS, MAC, SERVICE_HOPS, MetadataChain, machine_info
 from configdrive.errors import ConfigDriveError
+from configdrive.guest import tune
 from configdrive.guest.cloudimage import CloudImage, CloudOS, CloudVariant, build_cloud_image
 from configdrive.login import Login
 from configdrive.service.config import HopSpec

@@ -131,7 +131,7 @@ def load_image(ref: str | os.PathLike[str]) -> BootImage:
     made by ``configdrive image build``,
     or a plain qcow2/raw file that boots by itself; ``tuned``/``untuned`` name the project's
     own guest images (built on first use, then cached)."""
-    from configdrive.image import ImageVariant, build_image
+    from configdrive.guest.image import ImageVariant, build_image
 
     path = Path(ref).expanduser()
     if str(ref) in {v.value for v in ImageVariant} and not path.exists():

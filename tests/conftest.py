@@ -335,7 +335,7 @@ def libvirtd() -> str:
 
 
 def _guest_image(variant: str) -> Any:
-    from configdrive.image import ImageVariant, build_image
+    from configdrive.guest.image import ImageVariant, build_image
 
     return build_image(
         ImageVariant(variant), progress=lambda m: print(f"image: {m}", file=sys.stderr, flush=True)

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from configdrive.image import GuestImage, parse_check_report
+from configdrive.guest.image import GuestImage, parse_check_report
 
 pytestmark = pytest.mark.vm
 

@@ -6,7 +6,8 @@ description. The guest's own report (the check unit, after cloud-init) must show
 DHCP fallback rendered for that NIC, and the NIC holding a DHCP lease from QEMU's DHCP server
 with its on-link route.
 
-Guest images are a parameter: a Debian 13 image (issue 7) is one more entry in ``IMAGES``.
+Guest images are a parameter (``IMAGES``): the project's Debian 12 kernel-boot image, and the
+cloud-shaped Debian 13 image (cloud-init 25.1, systemd 257, netplan), booted by its own GRUB.
 """
 
 from __future__ import annotations
@@ -20,21 +21,50 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from configdrive.compute import guest_mac
-from configdrive.image import ImageVariant, build_image, parse_check_report
+from configdrive.guest.cloudimage import CloudOS, CloudVariant, build_cloud_image
+from configdrive.guest.image import ImageVariant, build_image, parse_check_report
 from configdrive.spec import instance_from_mapping
 
 pytestmark = pytest.mark.vm
 
 BOOT_TIMEOUT = float(os.environ.get("CONFIGDRIVE_VM_TIMEOUT", "1200"))
 END = "CONFIGDRIVE-CHECK end"
-# (image variant, its cloud-init): the Debian 12 tuned image today
-IMAGES = [pytest.param(ImageVariant.TUNED, id="debian12")]
+# the guest images: the kernel-boot Debian 12 test image, and the cloud-shaped Debian 13 one
+IMAGES = [
+    pytest.param("debian12", id="debian12"),
+    pytest.param("debian13-cloud", id="debian13-cloud"),
+]
+
+
+@dataclass(frozen=True)
+class GuestImage:
+    path: Path  # an image directory or manifest, for boot --image
+    append: tuple[str, ...]  # boot's --append (direct kernel boot only)
+
+
+def guest_image(name: str) -> GuestImage:
+    def say(message: str) -> None:
+        print(f"image: {message}", file=sys.stderr)
+
+    if name == "debian12":
+        image = build_image(ImageVariant.TUNED, progress=say)
+        return GuestImage(image.directory, ("--append", "configdrive.poweroff=1"))
+    cloud = build_cloud_image(CloudOS.DEBIAN_13, CloudVariant.STOCK, progress=say)
+    return GuestImage(cloud.manifest("bios"), ())  # its bootloader owns the command line
+
+
+def rendered_for(rendered: str, ifname: str) -> bool:
+    """Whether cloud-init's rendered network config (ENI or netplan) configures ``ifname``."""
+    return f"iface {ifname} inet " in rendered or f" {ifname}:" in rendered
+
+
 # config-2 (ConfigDrive datasource) and NoCloud, both without a network description
 DRIVES = [
     pytest.param("iso9660", "DataSourceConfigDrive", id="config-2"),
@@ -59,7 +89,7 @@ def vm_dir() -> Iterator[Path]:
 
 
 def boot_and_report(
-    work: Path, image: Path, fmt: str, name: str, networks: list[dict[str, Any]] | None
+    work: Path, image: GuestImage, fmt: str, name: str, networks: list[dict[str, Any]] | None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Boot ``name`` with one restricted NIC and ``networks`` as its spec's (None: left out):
     the guest's report and the instance's record."""
@@ -75,8 +105,8 @@ def boot_and_report(
     if networks is not None:
         data["networks"] = networks
     spec.write_text(json.dumps(data))
-    proc = cli("boot", name, "--spec", str(spec), "--image", str(image), "--config-drive", "true",
-               "--guest-net", "restricted", "--append", "configdrive.poweroff=1",
+    proc = cli("boot", name, "--spec", str(spec), "--image", str(image.path), "--config-drive",
+               "true", "--guest-net", "restricted", *image.append,
                "--host-config", str(host), "--json")  # fmt: skip
     if proc.returncode != 0:
         pytest.fail(f"boot failed: {proc.stderr}", pytrace=False)
@@ -118,12 +148,12 @@ def ipv4_of(report: dict[str, Any], ifname: str) -> list[list[str]]:
 @pytest.mark.parametrize(("fmt", "datasource"), DRIVES)
 @pytest.mark.parametrize("variant", IMAGES)
 def test_undescribed_nic_comes_up_with_dhcp(
-    vm_dir: Path, variant: ImageVariant, fmt: str, datasource: str
+    vm_dir: Path, variant: str, fmt: str, datasource: str
 ) -> None:
-    image = build_image(variant, progress=lambda m: print(f"image: {m}", file=sys.stderr))
+    image = guest_image(variant)
     name = f"vmnet-{fmt}"
     work = vm_dir / f"{variant}-{fmt}"
-    report, record = boot_and_report(work, image.directory, fmt, name, None)
+    report, record = boot_and_report(work, image, fmt, name, None)
     mac = record["spec"]["nic_mac"]
     assert str(report["datasource"]).startswith(datasource), report["datasource"]
     assert report["cloud_init_result"] == []
@@ -135,7 +165,8 @@ def test_undescribed_nic_comes_up_with_dhcp(
         report["network_events"]
     )
     rendered = report["cloud_network"] or ""
-    assert f"iface {ifname} inet dhcp" in rendered or f"{ifname}:" in rendered, rendered
+    assert rendered_for(rendered, ifname), rendered
+    assert "inet dhcp" in rendered or "dhcp4: true" in rendered, rendered
     # and the NIC holds a DHCP lease on QEMU's network, with its on-link route. (No IPv4
     # default route: with restrict=on, QEMU's DHCP server (libslirp) sends neither a router
     # nor a DNS option.)
@@ -162,16 +193,16 @@ STATIC_PORT = {"cidr": str(USER_NET), "ips": ["169.254.0.40"], "gateway": "169.2
 )
 @pytest.mark.parametrize("variant", IMAGES)
 def test_described_port_comes_up_as_the_spec_says(
-    vm_dir: Path, variant: ImageVariant, fmt: str, datasource: str, subnet: dict[str, Any]
+    vm_dir: Path, variant: str, fmt: str, datasource: str, subnet: dict[str, Any]
 ) -> None:
     """The contrast: a described port is configured from the drive (not the fallback), with
     its address; NoCloud's NIC is renamed to ``eth0`` (docs/formats.md, network-config),
     config-2's keeps its kernel name."""
-    image = build_image(variant, progress=lambda m: print(f"image: {m}", file=sys.stderr))
+    image = guest_image(variant)
     name = f"vmport-{fmt}"
-    work = vm_dir / f"{variant[:4]}{fmt[:3]}-{'d' if subnet.get('dhcp') else 's'}"
+    work = vm_dir / f"{variant}-{fmt[:3]}-{'d' if subnet.get('dhcp') else 's'}"
     networks = [{"mac": PORT_MAC, "subnets": [subnet]}]
-    report, record = boot_and_report(work, image.directory, fmt, name, networks)
+    report, record = boot_and_report(work, image, fmt, name, networks)
     assert record["spec"]["nic_mac"] == PORT_MAC
     assert str(report["datasource"]).startswith(datasource), report["datasource"]
     assert report["cloud_init_result"] == []
@@ -181,7 +212,7 @@ def test_described_port_comes_up_as_the_spec_says(
     ifname = nic_of(report, PORT_MAC)
     if fmt == "nocloud":
         assert ifname == "eth0", report["net_links"]
-    assert f"iface {ifname} inet " in (report["cloud_network"] or ""), report["cloud_network"]
+    assert rendered_for(report["cloud_network"] or "", ifname), report["cloud_network"]
     (words,) = ipv4_of(report, ifname)
     address = ipaddress.ip_interface(words[words.index("inet") + 1])
     assert address == ipaddress.ip_interface(f"{subnet['ips'][0]}/{USER_NET.prefixlen}")

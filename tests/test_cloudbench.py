@@ -1,17 +1,19 @@
-"""The cloud-image benchmark's modes, its reading of cloud-init's log, and its arithmetic (fast);
-its CLI's bad input (fast)."""
+"""The cloud-image benchmark: its modes, its reading of cloud-init's log, its arithmetic and its
+CLI's bad input (fast); and a two-boot ``bench boot --os debian-12 --quick`` through real
+haproxy (vm)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from typing import Any
 
 import pytest
 
-from configdrive import tune
 from configdrive.cloudbench import cloud_modes, metadata_wait, parse_modes, summarize_cloud
 from configdrive.errors import ConfigDriveError
+from configdrive.guest import tune
 from configdrive.guest.cloudimage import (
     CloudOS,
     CloudVariant,
@@ -147,3 +149,41 @@ def test_bench_boot_cli_bad_input(tmp_path: Any, args: list[str], message: str) 
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(message)
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.vm
+def test_bench_boot_quick_on_the_cloud_image_through_real_haproxy(
+    cloud_image: Any, tmp_path: Any
+) -> None:
+    """Two real boots of Debian 12's cloud image: the stock image reading its metadata through
+    real haproxy (neutron's template) and the chain, and the no-agent floor."""
+    cloud_image("debian-12")
+    cloud_image("debian-12", "noagent")
+    out = tmp_path / "bench"
+    proc = subprocess.run(
+        [sys.executable, "-m", "configdrive", "bench", "boot", "--os", "debian-12", "--boot",
+         "bios", "--modes", "stock-service,noagent", "--quick", "-o", str(out)],
+        capture_output=True, text=True, check=False, timeout=2400,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["runs"] == 1 and doc["accelerator"] in ("tcg", "kvm")
+    assert doc["service_path"]["haproxy"].startswith("HAProxy version")
+    service, floor = doc["boots"]
+    assert (service["mode"], floor["mode"]) == ("stock-service", "noagent")
+    # the stock image found the OpenStack datasource on 169.254.169.254 through the chain,
+    # applied the user data and the hostname, and the agent counted its requests
+    assert service["datasource"].startswith("DataSourceOpenStack"), service
+    assert service["user_data_applied"] and service["hostname_applied"]
+    assert service["metadata_requests"] > 5
+    assert service["time_to_cloud_init_done_s"] >= service["time_to_ssh_s"] > 0
+    # the floor logs in as root with its build-time key; cloud-init never ran
+    assert floor["time_to_ssh_s"] > 0 and floor["time_to_cloud_init_done_s"] is None
+    assert floor["datasource"] is None and not floor["user_data_applied"]
+    assert floor["stages"] == {}, floor["stages"]
+    summary = doc["summary"]
+    assert summary["modes"]["stock-service"]["time_to_ssh_s"]["n"] == 1
+    for png in ("boot-stages.png",):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (out / "step-savings.png").exists()  # no fast-minus mode was run
+    assert "target fast_over_noagent" in proc.stdout

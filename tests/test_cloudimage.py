@@ -28,7 +28,7 @@ from configdrive.compute import BootImage, check_drivers, console_stages
 from configdrive.errors import SpecError
 from configdrive.guest import cloudimage
 from configdrive.guest.cloudimage import CloudOS, CloudVariant
-from configdrive.image import parse_check_report
+from configdrive.guest.image import parse_check_report
 from configdrive.login import Login
 from configdrive.virt.domain import config_drive_slot
 from configdrive.virt.qemu import pid_alive, qmp_execute, read_pid

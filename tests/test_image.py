@@ -1,4 +1,4 @@
-"""The guest image (configdrive.image) and the report its check unit writes.
+"""The guest image (configdrive.guest.image) and the report its check unit writes.
 
 The ``vm`` tests build the tuned image (once; later runs use the cache) and boot it under QEMU
 TCG with the seed example's config drive, with no network at all (``-nic none``).
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from configdrive.errors import ConfigDriveError, ToolError
-from configdrive.image import (
+from configdrive.guest.image import (
     CHECK_PREFIX,
     GuestImage,
     ImageVariant,
@@ -207,7 +207,7 @@ def test_failed_step_raises_tool_error_and_leaves_nothing(
 ) -> None:
     """mmdebstrap against a mirror that refuses connections: ToolError with its argv, and no
     image folder or temp folder left behind."""
-    import configdrive.image as image_mod
+    import configdrive.guest.image as image_mod
 
     monkeypatch.setattr(image_mod, "MIRRORS", ("deb http://127.0.0.1:9/debian bookworm main",))
     with pytest.raises(ToolError) as err:

@@ -1,4 +1,4 @@
-"""configdrive.tune: guest settings on a root folder and offline on raw/qcow2/partitioned images.
+"""configdrive.guest.tune: guest settings on a root folder and offline on raw/qcow2/partitioned images.
 
 Images are built without mounts (mkfs.ext4 -d, sfdisk on a file, qemu-img) and every edit is
 checked with independent readers: debugfs cat/stat/ls, e2fsck -fn, qemu-img info/check,
@@ -24,7 +24,7 @@ import yaml
 from conftest import CloudInitError
 
 from configdrive.errors import ConfigDriveError, SpecError
-from configdrive.tune import (
+from configdrive.guest.tune import (
     CFG_PATH,
     FAST_PROFILE,
     Change,
@@ -51,7 +51,7 @@ UNIT = (
     "[Install]\nWantedBy=multi-user.target\n"
 )
 EXPECTED_CFG = (
-    "# Written by configdrive (configdrive.tune): prefer the config drive and give up on the\n"
+    "# Written by configdrive (configdrive.guest.tune): prefer the config drive and give up on the\n"
     "# network metadata service fast. Keep datasource_list on one line: ds-identify reads\n"
     "# it line by line.\n"
     "datasource_list: [ ConfigDrive, Ec2, NoCloud ]\n"
@@ -407,7 +407,7 @@ def test_later_datasource_list_is_reported(
     (root / "etc/cloud/cloud.cfg.d/99_zz-site.cfg").write_text(
         "datasource_list: [ NoCloud, None ]\n"
     )
-    caplog.set_level("INFO", logger="configdrive.tune")
+    caplog.set_level("INFO", logger="configdrive.guest.tune")
     apply_to_directory(root)
     assert "99_zz-site.cfg also sets datasource_list" in caplog.text
     assert ds_identify_list(root, cloudinit) == "NoCloud None"  # the judge: ours is overridden
@@ -732,7 +732,7 @@ def test_tune_image_cli_refuses_unknown_or_misplaced_steps(
 
 
 def test_settings_text_without_steps_is_what_image_recipes_always_hashed() -> None:
-    # configdrive.image hashes repr(settings): cached images keep their keys
+    # configdrive.guest.image hashes repr(settings): cached images keep their keys
     assert repr(TuneSettings()) == (
         "TuneSettings(datasource_list=('ConfigDrive', 'Ec2', 'NoCloud'), ec2_timeout=2, "
         "ec2_max_wait=5, disable_pollinate=True)"

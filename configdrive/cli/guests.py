@@ -544,7 +544,7 @@ CLOUD_VARIANTS = ("stock", "datasource", "fast", "noagent")
 def cmd_image_build(args: argparse.Namespace) -> int:
     cache = Path(args.cache_dir).resolve() if args.cache_dir else None
     if args.boot == "kernel":
-        from configdrive.image import ImageVariant, build_image
+        from configdrive.guest.image import ImageVariant, build_image
 
         if args.os != "debian-12":
             raise UsageError(f"os: --boot kernel images are debian-12 only, not {args.os}",
@@ -565,7 +565,7 @@ def cmd_image_build(args: argparse.Namespace) -> int:
         if variant not in CLOUD_VARIANTS:
             raise UsageError(f"variant: {variant} is for --boot kernel; --boot {args.boot} "
                              f"takes {', '.join(CLOUD_VARIANTS)}")  # fmt: skip
-        from configdrive.tune import STEPS
+        from configdrive.guest.tune import STEPS
 
         for step in args.skip:
             if step not in STEPS:
@@ -587,7 +587,7 @@ def cmd_image_build(args: argparse.Namespace) -> int:
 
 
 def cmd_tune_image(args: argparse.Namespace) -> int:
-    from configdrive.tune import FAST_PROFILE, STEPS, TuneSettings, tune_image
+    from configdrive.guest.tune import FAST_PROFILE, STEPS, TuneSettings, tune_image
 
     image = Path(args.image)
     known = {*STEPS, "pollinate"}

@@ -25,9 +25,9 @@ the image carries the project's in-guest check (``configdrive-check.service``), 
 the first boot on ttyS0 and changes nothing else.
 
 Variants: ``stock`` is the image as Debian ships it; every other variant is the stock disk
-copied and tuned offline by :func:`configdrive.tune.tune_image` (no rebuild), which is the same
-path an operator's own image takes. One disk serves both firmwares: the image directory holds
-``manifest.json`` (``"firmware": "bios"``) and ``manifest-uefi.json``.
+copied and tuned offline by :func:`configdrive.guest.tune.tune_image` (no rebuild), which is
+the same path an operator's own image takes. One disk serves both firmwares: the image
+directory holds ``manifest.json`` (``"firmware": "bios"``) and ``manifest-uefi.json``.
 """
 
 from __future__ import annotations
@@ -45,10 +45,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from configdrive import tune
 from configdrive.errors import ConfigDriveError
-from configdrive.guest import bootdisk
-from configdrive.image import (  # the build helpers both image builders share
+from configdrive.guest import bootdisk, tune
+from configdrive.guest.image import (  # the build helpers both image builders share
     DPKG_OPTIONS,
     GUEST_DIR,
     GUEST_FILES,

@@ -3,7 +3,7 @@
 ``build_image`` bootstraps bookworm into a folder with ``mmdebstrap`` (its root mode mounts
 /proc, /sys and /dev inside the folder itself and removes them again; nothing else is
 mounted), configures the folder with plain file writes, optionally applies the project's
-tuning (:func:`configdrive.tune.apply_to_directory`), then makes the disk with
+tuning (:func:`configdrive.guest.tune.apply_to_directory`), then makes the disk with
 ``mkfs.ext4 -d`` (the whole disk is the root filesystem, no partition table, no loop device)
 and ``qemu-img convert``. Both kernels and their initrds are copied out for direct kernel boot:
 the cloud kernel (no AHCI) for ``pc`` machines, the generic one for ``q35``.
@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from configdrive import tune
 from configdrive.errors import ConfigDriveError
+from configdrive.guest import tune
 from configdrive.run import find_tool, run
 
 __all__ = [
@@ -60,7 +60,7 @@ __all__ = [
     "timed_step",
 ]
 
-log = logging.getLogger("configdrive.image")
+log = logging.getLogger("configdrive.guest.image")
 
 # Bump when the build steps change in a way the recipe below does not show (code, not data).
 RECIPE_VERSION = 3
@@ -106,7 +106,7 @@ CMDLINE = "root=/dev/vda rw rootfstype=ext4 console=ttyS0,115200 panic=-1"
 MANIFEST = "manifest.json"
 CHECK_PREFIX = "CONFIGDRIVE-CHECK "
 
-GUEST_DIR = Path(__file__).resolve().parent / "guest"
+GUEST_DIR = Path(__file__).resolve().parent  # the in-guest check lives beside this module
 # file in configdrive/guest/ -> (path in the guest, mode)
 GUEST_FILES = {
     "configdrive-check.sh": ("/usr/local/sbin/configdrive-check", 0o755),
@@ -140,7 +140,7 @@ T = TypeVar("T")
 
 class ImageVariant(enum.StrEnum):
     """``untuned``: Debian's stock cloud-init setup (stock datasource list, pollinate enabled),
-    as an operator's image has it. ``tuned``: the same plus :mod:`configdrive.tune`.
+    as an operator's image has it. ``tuned``: the same plus :mod:`configdrive.guest.tune`.
     ``pollinate``: tuned, but pollinate left enabled (isolates its cost). ``floor``:
     ``datasource_list: [None]``, no metadata at all (the boot no injection can beat).
     ``service``: tuned, but reading the network metadata service: ``datasource_list:

@@ -1,7 +1,7 @@
 """Disk images, offline: find the ext filesystem in a raw disk (whole disk or an MBR/GPT
 partition), and move qcow2 images to raw and back without losing their format settings.
 
-Used by :mod:`configdrive.tune`; nothing here mounts anything.
+Used by :mod:`configdrive.guest.tune`; nothing here mounts anything.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ __all__ = [
     "temp_next_to",
 ]
 
-log = logging.getLogger("configdrive.tune")
+log = logging.getLogger("configdrive.guest.tune")
 
 
 class ImageError(ConfigDriveError):

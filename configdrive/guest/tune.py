@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from configdrive.diskimage import (
+from configdrive.errors import SpecError
+from configdrive.guest.diskimage import (
     QCOW2_MAGIC,
     FilesystemInfo,
     ImageError,
@@ -41,7 +42,6 @@ from configdrive.diskimage import (
     qcow2_write_back,
     temp_next_to,
 )
-from configdrive.errors import SpecError
 from configdrive.run import find_tool, run
 
 __all__ = [
@@ -60,7 +60,7 @@ __all__ = [
     "tune_image",
 ]
 
-log = logging.getLogger("configdrive.tune")
+log = logging.getLogger("configdrive.guest.tune")
 
 CFG_PATH = "/etc/cloud/cloud.cfg.d/99_configdrive.cfg"
 POLLINATE_UNITS = (
@@ -168,6 +168,7 @@ class Change:
 def cfg_content(settings: TuneSettings) -> bytes:
     """The exact bytes of ``99_configdrive.cfg`` for ``settings``."""
     names = ", ".join(settings.datasource_list)
+    # the file names the module's old path: its bytes are part of every tuned image's key
     return (
         "# Written by configdrive (configdrive.tune): prefer the config drive and give up on the\n"
         "# network metadata service fast. Keep datasource_list on one line: ds-identify reads\n"
