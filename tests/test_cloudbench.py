@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +23,8 @@ from configdrive.guest.cloudimage import (
     noagent_changes,
     variant_name,
 )
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_every_mode_the_issue_names_and_one_per_fast_step() -> None:
@@ -105,6 +108,21 @@ def test_summary_ratios_savings_and_targets() -> None:
     assert targets["fast_over_stock"] == {"target": 0.5, "median": 0.6, "met": False}
     assert targets["fast_over_noagent"]["met"] is False
     assert targets["drive_metadata_wait_s"] == {"target": 0.3, "median": 0.25, "met": True}
+
+
+def test_docs_table_is_made_from_the_results(tmp_path: Any) -> None:
+    boots = [_boot("stock", 1, 100, 130), _boot("fast", 1, 60, 70, wait=0.25),
+             _boot("fast-minus-ssh-keys", 1, 85, 95), _boot("noagent", 1, 50, None, None)]  # fmt: skip
+    doc = {"os": "debian-12", "firmware": "bios", "machine": "pc", "accelerator": "tcg",
+           "runs": 1, "date": "2026-12-03", "summary": summarize_cloud(boots)}  # fmt: skip
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps(doc))
+    proc = subprocess.run([sys.executable, "bench/cloud_table.py", str(results)],
+                          capture_output=True, text=True, check=True, cwd=ROOT)  # fmt: skip
+    assert "| `fast` | 60 | 70 | 0.25 | 0.60× |" in proc.stdout
+    assert "| `noagent` | 50 | – | – | 0.50× |" in proc.stdout
+    assert "| fast_over_stock ≤ 0.5 | 0.6 | **missed** |" in proc.stdout
+    assert "| `ssh-keys` | 25.0 | 25.0 |" in proc.stdout
 
 
 def test_noagent_recipe_holds_no_key_and_the_variants_are_named() -> None:

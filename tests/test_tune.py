@@ -738,3 +738,38 @@ def test_settings_text_without_steps_is_what_image_recipes_always_hashed() -> No
         "ec2_max_wait=5, disable_pollinate=True)"
     )
     assert repr(TuneSettings(steps=("grub-dpkg",))).endswith(", steps=('grub-dpkg',))")
+
+
+def test_tune_image_cli_fast_profile_on_a_gpt_disk(tmp_path: Path, sh: Sh) -> None:
+    """`tune-image --profile fast` on a partitioned image: --dry-run lists every change and
+    writes nothing; the run makes them; a second run finds nothing to do."""
+    image, offset = gpt_disk(sh, tmp_path)
+    before = digest(image)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "configdrive", "tune-image", str(image), "--profile", "fast",
+             *args], capture_output=True, text=True, check=False,
+        )  # fmt: skip
+
+    dry = cli("--dry-run", "--skip", "grub-dpkg")
+    assert dry.returncode == 0, dry.stderr
+    listed = [line.split()[3] for line in dry.stdout.splitlines() if line.startswith("would")]
+    assert "/etc/cloud/cloud.cfg.d/99_configdrive-ssh-keys.cfg" in listed
+    assert "/etc/cloud/cloud.cfg.d/99_configdrive-keys-to-console.cfg" in listed
+    assert "/etc/cloud/cloud.cfg.d/99_configdrive-grub-dpkg.cfg" not in listed  # skipped
+    assert digest(image) == before  # a dry run writes nothing
+    done = cli("--json")
+    assert done.returncode == 0, done.stderr
+    made = json.loads(done.stdout)
+    assert made["changed"] and "/etc/cloud/cloud.cfg.d/99_configdrive-grub-dpkg.cfg" in {
+        c["path"] for c in made["changes"]
+    }
+    ext = Ext(sh, image, offset)
+    assert yaml.safe_load(ext.cat("/etc/cloud/cloud.cfg.d/99_configdrive-ssh-keys.cfg")) == {
+        "ssh_genkeytypes": ["ed25519", "ecdsa"]
+    }
+    after = digest(image)
+    again = cli()
+    assert again.returncode == 0 and "already tuned, nothing to change" in again.stdout
+    assert digest(image) == after
