@@ -454,12 +454,23 @@ def _plot(summary: dict[str, Any], out: Path, accelerator: str) -> Path:
     ax.invert_yaxis()
     ax.set_xlabel(f"seconds since QEMU start (median; accelerator: {accelerator})")
     ax.set_title("First boot by stage and injection mode")
+    legend_below(ax, offset=-0.22, ncol=5)
+    return save_figure(fig, out / "boot-stages.png")
+
+
+def legend_below(ax: Any, *, offset: float, ncol: int) -> None:
+    """The axes' legend under it, one entry per label (bars repeat their labels)."""
     handles, labels = ax.get_legend_handles_labels()
     seen = dict(zip(labels, handles, strict=False))
-    ax.legend(seen.values(), seen.keys(), loc="upper center", bbox_to_anchor=(0.5, -0.22),
-              fontsize=7, ncol=5, frameon=False)  # fmt: skip
+    ax.legend(seen.values(), seen.keys(), loc="upper center", bbox_to_anchor=(0.5, offset),
+              fontsize=7, ncol=ncol, frameon=False)  # fmt: skip
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    """Lay out, write as PNG and close ``fig``; the path."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    path = out / "boot-stages.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -654,11 +665,7 @@ def _plot_storm(storms: dict[str, list[BootResult]], out: Path, accelerator: str
     ax.set_title(f"Boot storm: {k} guests started at once")
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = out / "storm.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / "storm.png")
 
 
 def _hops_doc(hops: Sequence[HopSpec] | None) -> list[dict[str, Any]]:

@@ -40,7 +40,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from configdrive.benchmark import LOADED_HOPS, MAC, SERVICE_HOPS, MetadataChain, machine_info
+from configdrive.benchmark import (
+    LOADED_HOPS,
+    MAC,
+    SERVICE_HOPS,
+    MetadataChain,
+    legend_below,
+    machine_info,
+    save_figure,
+)
 from configdrive.errors import ConfigDriveError
 from configdrive.guest import tune
 from configdrive.guest.cloudimage import CloudImage, CloudOS, CloudVariant, build_cloud_image
@@ -385,15 +393,8 @@ def _plot_stages(doc: dict[str, Any], out: Path) -> Path:
                   f"min-max); accelerator: {doc['accelerator']}")  # fmt: skip
     ax.set_title(f"First boot by mode: {doc['os']}, {doc['firmware']}, {doc['machine']} "
                  f"(median of {doc['runs']})")  # fmt: skip
-    handles, labels = ax.get_legend_handles_labels()
-    seen = dict(zip(labels, handles, strict=False))
-    ax.legend(seen.values(), seen.keys(), loc="upper center", bbox_to_anchor=(0.5, -0.14),
-              fontsize=7, ncol=6, frameon=False)  # fmt: skip
-    fig.tight_layout()
-    path = out / "boot-stages.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    legend_below(ax, offset=-0.14, ncol=6)
+    return save_figure(fig, out / "boot-stages.png")
 
 
 def _plot_savings(doc: dict[str, Any], out: Path) -> Path | None:
@@ -426,11 +427,7 @@ def _plot_savings(doc: dict[str, Any], out: Path) -> Path | None:
                   f"min-max); {doc['accelerator']}")  # fmt: skip
     ax.set_title(f"Fast-profile steps: {doc['os']}, {doc['firmware']}")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "step-savings.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / "step-savings.png")
 
 
 def run_cloud_benchmark(
