@@ -51,7 +51,7 @@ UNIT = (
     "[Install]\nWantedBy=multi-user.target\n"
 )
 EXPECTED_CFG = (
-    "# Written by configdrive (configdrive.guest.tune): prefer the config drive and give up on the\n"
+    "# Written by configdrive (configdrive.tune): prefer the config drive and give up on the\n"
     "# network metadata service fast. Keep datasource_list on one line: ds-identify reads\n"
     "# it line by line.\n"
     "datasource_list: [ ConfigDrive, Ec2, NoCloud ]\n"
