@@ -43,6 +43,7 @@ from configdrive.model import (
 
 __all__ = [
     "Limits",
+    "check_nesting",
     "instance_from_mapping",
     "load_spec",
     "parse_spec_text",
@@ -62,6 +63,7 @@ class Limits:
     meta_chars: int = 255  # server metadata key and value length
     meta_items: int = 128  # quota metadata_items
     name_chars: int = 255  # display name
+    nesting: int = 64  # JSON/YAML nesting depth (ours: deeper is hostile, never a real spec)
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -125,6 +127,8 @@ def parse_spec_text(text: bytes, source: str) -> dict[str, Any]:
     """Parse YAML/JSON spec text into a mapping; malformed -> SpecError on ``spec``."""
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise SpecError("spec", f"{source} is nested too deeply to parse") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -145,6 +149,23 @@ def load_spec(path: str | Path) -> tuple[dict[str, Any], Path]:
 
 # --------------------------------------------------------------------------------------------
 # small typed getters
+
+
+def check_nesting(value: object, field: str, limit: int) -> None:
+    """Refuse containers nested deeper than ``limit`` (iteratively: a hostile depth must not
+    exhaust the interpreter's stack here, or later in json.dumps or the renderers)."""
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth >= limit:
+            raise SpecError(field, f"is nested more than {limit} levels deep")
+        stack.extend((child, depth + 1) for child in children)
 
 
 def _kind(value: object) -> str:
@@ -610,6 +631,7 @@ def instance_from_mapping(
 ) -> Instance:
     """Validate a spec mapping and build the Instance; ``base`` resolves relative file paths."""
     limits = limits or Limits()
+    check_nesting(data, "spec", limits.nesting)
     _unknown(data, SPEC_FIELDS, "")
     name = constraints.server_name(_str(data.get("name"), "name"), "name", limits.name_chars)
     uuid = _uuid_field(data["uuid"], "uuid") if data.get("uuid") is not None else str(_uuid.uuid4())

@@ -49,19 +49,23 @@ def _seed_spec() -> dict[str, Any]:
     return spec
 
 
-@pytest.fixture(params=["optional", "required"])
+@pytest.fixture(params=["optional", "required", "required-ec2-only"])
 def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[ServerThread, str]]:
+    """``required-ec2-only``: imds required, with ``token_trees: [ec2]`` (the OpenStack tree
+    opted out of the token rule for clients that cannot send one)."""
     config = ServiceConfig(
         listen=("127.0.0.1:0",),
         admin_listen="127.0.0.1:0",
         admin_token="admin-secret",
         store=str(tmp_path / "md.db"),
         access_log="off",
+        token_trees=("ec2",)
+        if request.param == "required-ec2-only"
+        else ("ec2", "openstack", "nocloud"),
     )
     server = ServerThread(config)
-    status, body = server.admin(
-        "POST", "/v1/instances", {"spec": _seed_spec(), "imds": request.param}
-    )
+    imds = request.param.partition("-")[0]
+    status, body = server.admin("POST", "/v1/instances", {"spec": _seed_spec(), "imds": imds})
     assert status == 201, body
     try:
         yield server, request.param
@@ -75,7 +79,7 @@ def test_ec2_datasource_reads_the_spec(
     server, imds = served
     ds = cloudinit.datasource(
         "Ec2", tmp_path, url=f"http://127.0.0.1:{server.port}",
-        cloud_name="aws" if imds == "required" else "unknown",
+        cloud_name="unknown" if imds == "optional" else "aws",
     )  # fmt: skip
     assert ds["found"] is True
     md = ds["metadata"]
@@ -88,7 +92,7 @@ def test_ec2_datasource_reads_the_spec(
     assert md["public-keys"] == {"mykey": (ROOT / "examples/seed/mykey.pub").read_text().strip()}
     assert ds["public_ssh_keys"] == [(ROOT / "examples/seed/mykey.pub").read_text().strip()]
     assert ds["availability_zone"] == "nova"
-    if imds == "required":  # the token was used, and the identity document was read
+    if imds != "optional":  # the token was used, and the identity document was read
         assert ds["_api_token"]
         assert ds["identity"]["instanceId"] == md["instance-id"]
         assert ds["instance_id"] == md["instance-id"]
@@ -104,6 +108,11 @@ def test_openstack_datasource_reads_the_spec(
         "OpenStack", tmp_path, url=f"http://127.0.0.1:{server.port}",
         nics={"ens3": "fa:16:3e:11:22:33"},
     )  # fmt: skip
+    if imds == "required":  # cloud-init's OpenStack reader sends no token: it gets nothing
+        assert ds["found"] is False
+        status, _, body = http_request(server.port, "/openstack/latest/user_data")
+        assert (status, body) == (401, b"")
+        return
     assert ds["found"] is True
     md = ds["metadata"]
     seed = load_spec(ROOT / "examples/seed/instance.yaml")[0]

@@ -121,7 +121,7 @@ def _register(args: argparse.Namespace) -> int:
     data, base = load_spec(args.spec)
     # file references are resolved here, on the caller's side: the admin API takes none
     instance = instance_from_mapping(data, base=base)
-    described = AdminClient(args.url, token).register(instance, args.imds)
+    described = AdminClient(args.url, token).register(instance, args.imds, replace=args.replace)
     print(json.dumps(described))
     return EXIT_OK
 
@@ -387,6 +387,11 @@ def register(sub: Any) -> None:
     r.add_argument("--spec", required=True, metavar="FILE", help="instance spec (YAML/JSON)")
     r.add_argument("--url", default="http://127.0.0.1:8776", help="admin API base URL")
     r.add_argument("--imds", choices=["optional", "required"], default="optional")
+    r.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace the instance if its uuid is registered (without it, that is an error)",
+    )
     r.set_defaults(handler=_register)
 
     c = sub.add_parser(

@@ -3,8 +3,10 @@
 It listens on its own address (``admin_listen``), never on the guest-facing one::
 
     POST   /v1/instances           {"spec": {…instance spec…}, "imds": "optional|required"}
-                                   -> 201 {"uuid", "generation", "fixed_ips"}
-    PUT    /v1/instances/{uuid}    same body; the spec's uuid, if given, must match
+                                   -> 201 {"uuid", "generation", "fixed_ips"}; 409 when that
+                                   uuid is registered already (replacing is explicit: PUT)
+    PUT    /v1/instances/{uuid}    same body, creates or replaces; the spec's uuid, if given,
+                                   must match
     GET    /v1/instances           -> {"generation", "instances": [uuid, …]}
     GET    /v1/instances/{uuid}    -> {"uuid", "name", "imds", "generation", "fixed_ips"}
     DELETE /v1/instances/{uuid}    -> 204, or 404
@@ -12,6 +14,10 @@ It listens on its own address (``admin_listen``), never on the guest-facing one:
 
 Specs are validated by :func:`configdrive.spec.instance_from_mapping` (through
 :func:`~configdrive.service.registry.prepare_spec`); a bad one is a 400 naming the field.
+Bodies are bounded before they are parsed (``ADMIN_MAX_BODY``, 413 above it) and after
+(:data:`configdrive.spec.Limits.nesting` levels of nesting, 400 deeper), and nothing is
+stored unless the whole registration is valid: an unexpected failure is a 500 that wrote
+nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,8 +34,11 @@ from aiohttp import web
 from configdrive.errors import ConfigDriveError, SpecError
 from configdrive.service.registry import Conflict, Registry
 from configdrive.service.views import InstanceView
+from configdrive.spec import Limits, check_nesting
 
 __all__ = ["make_admin_app"]
+
+log = logging.getLogger("configdrive.service")
 
 ADMIN_MAX_BODY = 1 << 20
 
@@ -39,8 +49,8 @@ def _json(status: int, data: Any) -> web.Response:
     return web.json_response(data, status=status)
 
 
-def _error(status: int, message: str) -> web.Response:
-    return _json(status, {"error": message})
+def _error(status: int, message: str, hint: str | None = None) -> web.Response:
+    return _json(status, {"error": message, **({"hint": hint} if hint else {})})
 
 
 def _describe(view: InstanceView) -> dict[str, Any]:
@@ -77,6 +87,9 @@ def make_admin_app(registry: Registry, token: str) -> web.Application:
             data = json.loads(await request.read())
         except (ValueError, UnicodeDecodeError):
             raise SpecError("body", "is not valid JSON") from None
+        except RecursionError:  # the C decoder's own depth guard (~1,000 levels)
+            raise SpecError("body", f"is nested more than {Limits.nesting} levels deep") from None
+        check_nesting(data, "body", Limits.nesting + 2)  # + {"spec": …}
         if not isinstance(data, dict) or not isinstance(data.get("spec"), dict):
             raise SpecError("spec", "the body must be a JSON object with a 'spec' object")
         unknown = sorted(set(data) - {"spec", "imds"})
@@ -94,11 +107,16 @@ def make_admin_app(registry: Registry, token: str) -> web.Application:
                 if spec.get("uuid", uuid) != uuid:
                     raise SpecError("uuid", "differs from the uuid in the URL")
                 spec = {**spec, "uuid": uuid}
-            view = await asyncio.to_thread(registry.register, spec, imds)
+            view = await asyncio.to_thread(registry.register, spec, imds, replace=uuid is not None)
         except SpecError as exc:
-            return _error(400, str(exc))
+            return _error(400, str(exc), exc.hint)
         except Conflict as exc:
-            return _error(409, str(exc))
+            return _error(409, str(exc), exc.hint)
+        except web.HTTPException:  # aiohttp's own answers (413 for an oversized body)
+            raise
+        except Exception:  # noqa: BLE001 - a bug of ours; the registry wrote nothing
+            log.exception("registration failed unexpectedly; nothing was stored")
+            return _error(500, "internal error; nothing was stored")
         return _json(201 if uuid is None else 200, _describe(view))
 
     async def create(request: web.Request) -> web.Response:

@@ -10,8 +10,10 @@ One catch-all handler does, in order:
    ``X-Instance-ID`` / ``X-Tenant-ID`` / ``X-Instance-ID-Signature`` headers with nova's answers
    (400 missing or repeated, 403 bad signature, 404 unknown or tenant mismatch);
 3. **rate limit** per instance (429);
-4. **IMDSv2** — token minting on ``PUT /latest/api/token`` and token checks on the EC2 tree
-   (401 with an empty body when a token is required and missing, and for any bad token);
+4. **IMDSv2** — token minting on ``PUT /latest/api/token``; a token, when sent, is checked on
+   every path (401 with an empty body for a bad one), and an ``imds: required`` instance
+   needs one on every tree that serves its data: EC2, OpenStack (the password included) and
+   NoCloud, unless ``token_trees`` says otherwise;
 5. **dispatch** into the instance's pre-rendered :class:`~configdrive.service.views.InstanceView`.
 """
 
@@ -23,6 +25,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +35,13 @@ from aiohttp.web_request import BaseRequest
 
 from configdrive.render import EC2_VERSIONS
 from configdrive.service.config import ServiceConfig
+from configdrive.service.guard import (
+    REJECT_KEY,
+    ConnectionGuard,
+    GuardedServer,
+    default_max_connections,
+    peer_in,
+)
 from configdrive.service.registry import Registry
 from configdrive.service.security import (
     TOKEN_TTL_MAX,
@@ -47,7 +57,7 @@ from configdrive.service.views import (
     openstack_listing,
 )
 
-__all__ = ["MAX_PASSWORD", "JSONAccessLogger", "MetadataService", "make_server"]
+__all__ = ["MAX_PASSWORD", "JSONAccessLogger", "MetadataService", "make_guard", "make_server"]
 
 log = logging.getLogger("configdrive.service")
 
@@ -84,6 +94,14 @@ class MetadataService:
     registry: Registry
     signer: TokenSigner
     limiter: RateLimiter = field(default_factory=RateLimiter)
+    _proxies: Callable[[str], bool] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._proxies = peer_in(self.config.proxy_networks)
+
+    @property
+    def _nocloud_head(self) -> str:
+        return self.config.nocloud_prefix.strip("/")
 
     # -- step 1: strictness ----------------------------------------------------------------
 
@@ -112,15 +130,7 @@ class MetadataService:
         return str(peer[0])
 
     def _from_proxy(self, peer: str) -> bool:
-        if self.config.mode != "proxy" or not peer:
-            return False
-        import ipaddress
-
-        try:
-            address = ipaddress.ip_address(peer.removeprefix("::ffff:"))
-        except ValueError:
-            return False
-        return any(address in net for net in self.config.proxy_networks)
+        return self.config.mode == "proxy" and self._proxies(peer.removeprefix("::ffff:"))
 
     def _identify(
         self, request: BaseRequest, peer: str, proxied: bool
@@ -145,6 +155,9 @@ class MetadataService:
     # -- the handler -------------------------------------------------------------------------
 
     async def handle(self, request: BaseRequest) -> web.StreamResponse:
+        rejected = request.get(REJECT_KEY)
+        if rejected is not None:
+            return _plain(rejected[0], rejected[1], {"Connection": "close"})
         problem = self._malformed(request)
         if problem is not None:
             return _plain(400, problem)
@@ -178,6 +191,7 @@ class MetadataService:
             parts = parts[1:] or [""]
             head = parts[0]
         is_ec2 = head == "" or head in _EC2_ROOTS
+        tree = "ec2" if is_ec2 else "nocloud" if head == self._nocloud_head else head
         tokens = request.headers.getall(TOKEN_HEADER, [])
         if tokens:
             left = self.signer.remaining(tokens[0], view.uuid)
@@ -186,7 +200,7 @@ class MetadataService:
             if xff_from_guest:
                 return _plain(403, "")
             headers[TTL_HEADER] = str(left)
-        elif is_ec2 and view.imds == "required":
+        elif view.imds == "required" and tree in self.config.token_trees:
             return _plain(401, "")
 
         if head == "openstack" and len(parts) == 3 and parts[2] == "password":
@@ -199,7 +213,7 @@ class MetadataService:
             return self._ec2(view, parts, headers)
         if head == "openstack":
             return self._openstack(view, parts[1:], headers)
-        if head == self.config.nocloud_prefix.strip("/"):
+        if tree == "nocloud":
             return self._nocloud(view, parts[1:], headers)
         return _not_found()
 
@@ -270,7 +284,11 @@ class MetadataService:
             return _plain(400, "400 Bad Request")
         if (request.content_length or 0) > MAX_PASSWORD:
             return _plain(400, "400 Bad Request: Request is too large.")
-        body = await request.content.read(MAX_PASSWORD + 1)
+        try:
+            async with asyncio.timeout(self.config.head_timeout):
+                body = await request.content.read(MAX_PASSWORD + 1)
+        except TimeoutError:
+            return _plain(408, "408 Request Timeout", {"Connection": "close"})
         if len(body) > MAX_PASSWORD:
             return _plain(400, "400 Bad Request: Request is too large.")
         try:
@@ -312,9 +330,29 @@ class JSONAccessLogger(AbstractAccessLogger):
         return self.logger.isEnabledFor(logging.INFO)
 
 
-def make_server(service: MetadataService, **kwargs: Any) -> web.Server:
+def make_guard(service: MetadataService) -> ConnectionGuard:
+    """The connection caps and head timeout of ``service``'s settings: registered instances'
+    addresses and the trusted proxies are "known" (they win a place at the cap)."""
+    config = service.config
+    registry = service.registry
+
+    def proxies(host: str) -> bool:
+        return service._from_proxy(host)
+
+    return ConnectionGuard(
+        max_connections=config.max_connections or default_max_connections(),
+        per_peer=config.max_connections_per_peer,
+        head_timeout=config.head_timeout,
+        known=lambda host: registry.by_ip(host) is not None or proxies(host),
+        exempt=proxies,
+    )
+
+
+def make_server(service: MetadataService, **kwargs: Any) -> GuardedServer:
     """The guest-facing HTTP server: aiohttp's low-level server straight into
     ``service.handle`` (one catch-all handler needs no router or middleware chain, and skipping
-    them is ~10 % of the CPU a request costs). ``kwargs`` go to aiohttp's protocol (limits,
-    access log)."""
-    return web.Server(service.handle, **kwargs)
+    them is ~10 % of the CPU a request costs), behind the connection guard
+    (:mod:`configdrive.service.guard`). ``kwargs`` go to aiohttp's protocol (limits, access
+    log)."""
+    kwargs.setdefault("keepalive_timeout", service.config.idle_timeout)
+    return GuardedServer(service.handle, guard=make_guard(service), **kwargs)

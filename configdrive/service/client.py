@@ -185,11 +185,12 @@ class AdminClient:
                 text = exc.read().decode("utf-8", "replace").strip()
             if exc.code == 404:
                 return 404, None
+            hint = None
             try:
-                text = str(json.loads(text).get("error", text))
+                answer = json.loads(text)
+                text, hint = str(answer.get("error", text)), answer.get("hint")
             except (ValueError, AttributeError):
                 pass
-            hint = None
             if exc.code == 401:
                 hint = f"{ADMIN_TOKEN_ENV} must equal the service's admin_token"
             raise RegistrationError(
@@ -204,12 +205,21 @@ class AdminClient:
                 hint="is `configdrive serve` running with --admin-listen at that address?",
             ) from None
 
-    def register(self, instance: Instance, imds: str = "optional") -> dict[str, Any]:
-        """Register (or replace) ``instance``; returns the service's description of it."""
-        status, answer = self._call("POST", "/v1/instances", registration_payload(instance, imds))
+    def register(
+        self, instance: Instance, imds: str = "optional", *, replace: bool = False
+    ) -> dict[str, Any]:
+        """Register ``instance`` (``POST``: refused with 409 when its uuid is registered) or,
+        with ``replace``, create or replace it (``PUT``); returns the service's description."""
+        payload = registration_payload(instance, imds)
+        if replace:
+            path = f"/v1/instances/{urllib.parse.quote(instance.uuid, safe='')}"
+            status, answer = self._call("PUT", path, payload)
+        else:
+            path = "/v1/instances"
+            status, answer = self._call("POST", path, payload)
         if status == 404 or not isinstance(answer, dict):
             raise RegistrationError(
-                f"{self.url} is not a metadata service's admin API (POST /v1/instances: {status})",
+                f"{self.url} is not a metadata service's admin API ({path}: {status})",
                 hint="give the admin listener's URL (configdrive serve --admin-listen)",
             )
         return answer

@@ -12,10 +12,17 @@ Example (every key optional)::
     shared_secret: "…"                  # proxy mode: X-Instance-ID-Signature key (required)
     token_key: null                     # IMDSv2 HMAC key; null = shared via the store
     nocloud_prefix: nocloud             # NoCloud-net seed at /<prefix>/[<uuid>/]meta-data
+    token_trees: [ec2, openstack, nocloud]  # trees where an `imds: required` instance needs
+                                        # an IMDSv2 token (drop one only for clients that
+                                        # cannot send it: that tree loses SSRF protection)
     rate: 50                            # per-instance requests/s after the burst; 0 = off
     burst: 300                          # per-instance burst allowance
     access_log: "-"                     # "-" stderr, "off", or a file (JSON lines)
     shutdown_timeout: 10                # seconds to finish in-flight requests
+    head_timeout: 10                    # seconds for a request's head (and a body) to arrive
+    idle_timeout: 30                    # seconds an idle keep-alive connection stays open
+    max_connections: 0                  # per server process; 0 = open-file limit less 64
+    max_connections_per_peer: 32        # per client address (proxy_addresses are exempt)
     workers: 1                          # server processes on shared listeners; auto = one per core
 """
 
@@ -45,6 +52,7 @@ __all__ = [
 Mode = str  # "direct" | "proxy"
 MODES = ("direct", "proxy")
 MAX_WORKERS = 64
+TREES = ("ec2", "openstack", "nocloud")  # the trees that serve an instance's data
 # The proxy chain's hop kinds (configdrive.service.proxychain runs them; the benchmark and the
 # CLI describe chains with HopSpec without needing aiohttp, the service extra).
 HOP_KINDS = ("haproxy", "forward", "agent")
@@ -90,11 +98,16 @@ class ServiceConfig:
     shared_secret: str = ""
     token_key: str | None = None
     nocloud_prefix: str = "nocloud"
+    token_trees: tuple[str, ...] = TREES
     rate: float = 50.0
     burst: int = 300
     access_log: str = "-"
     shutdown_timeout: float = 10.0
     backlog: int = 4096
+    head_timeout: float = 10.0
+    idle_timeout: float = 30.0
+    max_connections: int = 0
+    max_connections_per_peer: int = 32
     workers: int = 1
     proxy_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
         default=(), init=False, repr=False
@@ -111,10 +124,20 @@ class ServiceConfig:
             raise SpecError("poll_interval", "must be a positive number of seconds")
         if not 1 <= self.workers <= MAX_WORKERS:
             raise SpecError("workers", f"must be between 1 and {MAX_WORKERS}")
+        for name in ("head_timeout", "idle_timeout"):
+            if not 0 < getattr(self, name) <= 3600:
+                raise SpecError(name, "must be between 0 and 3600 seconds (0 excluded)")
+        if self.max_connections < 0:
+            raise SpecError("max_connections", "must be 0 (the open-file limit) or more")
+        if self.max_connections_per_peer < 1:
+            raise SpecError("max_connections_per_peer", "must be at least 1")
         if self.burst < 1:
             raise SpecError("burst", "must be at least 1")
         if "/" in self.nocloud_prefix.strip("/") or not self.nocloud_prefix.strip("/"):
             raise SpecError("nocloud_prefix", "must be one non-empty path segment")
+        for tree in self.token_trees:
+            if tree not in TREES:
+                raise SpecError("token_trees", f"{tree!r} is not one of {', '.join(TREES)}")
         nets = []
         for text in self.proxy_addresses:
             try:
@@ -144,9 +167,9 @@ class ServiceConfig:
         }
 
 
-_TUPLES = {"listen", "proxy_addresses"}
-_FLOATS = {"poll_interval", "rate", "shutdown_timeout"}
-_INTS = {"burst", "backlog", "workers"}
+_TUPLES = {"listen", "proxy_addresses", "token_trees"}
+_FLOATS = {"poll_interval", "rate", "shutdown_timeout", "head_timeout", "idle_timeout"}
+_INTS = {"burst", "backlog", "workers", "max_connections", "max_connections_per_peer"}
 
 
 def auto_workers() -> int:

@@ -28,6 +28,7 @@ __all__ = ["IMDS_MODES", "Conflict", "Registry", "prepare_spec"]
 log = logging.getLogger("configdrive.service")
 
 IMDS_MODES = ("optional", "required")
+_REPLACE = "PUT /v1/instances/<uuid> replaces a registered instance"
 
 
 class Conflict(ConfigDriveError):
@@ -109,19 +110,34 @@ class Registry:
 
     # -- updates ---------------------------------------------------------------------------
 
+    def _load(self, change: Change) -> InstanceView | None:
+        """The view of a stored row; None (logged) for a row this code cannot serve: one
+        another version wrote, or one written before today's limits. It is skipped, never
+        fatal: one bad row must not take every other instance down with it."""
+        try:
+            if change.imds not in IMDS_MODES:
+                raise SpecError("imds", f"{change.imds!r} is not one of {', '.join(IMDS_MODES)}")
+            instance = instance_from_mapping(json.loads(change.spec))
+            return InstanceView(instance, imds=change.imds, generation=change.generation)
+        except Exception as exc:  # noqa: BLE001 - any failure: skip the row, keep serving
+            reason = str(exc) if isinstance(exc, ConfigDriveError) else type(exc).__name__
+            log.error(
+                "instance %s (generation %d) in the store cannot be served, skipped: %s",
+                change.uuid,
+                change.generation,
+                reason,
+            )
+            return None
+
     def _apply(self, change: Change) -> None:
         old = self._by_uuid.get(change.uuid)
         if old is not None and old.generation >= change.generation:
             return
-        if change.deleted:
-            view = None
-        else:
-            try:
-                instance = instance_from_mapping(json.loads(change.spec))
-            except (SpecError, ValueError) as exc:  # a row another version wrote; skip it
-                log.error("instance %s in the store is invalid: %s", change.uuid, exc)
+        view = None
+        if not change.deleted:
+            view = self._load(change)
+            if view is None:
                 return
-            view = InstanceView(instance, imds=change.imds, generation=change.generation)
         if old is not None:
             self._by_uuid.pop(change.uuid, None)
             for ip in _addresses(old.instance):
@@ -142,23 +158,40 @@ class Registry:
             self.refreshes += 1
             return len(changes)
 
-    def register(self, data: Mapping[str, Any], imds: str = "optional") -> InstanceView:
-        """Validate, store and serve an instance (replacing one with the same uuid)."""
+    def register(
+        self, data: Mapping[str, Any], imds: str = "optional", *, replace: bool = False
+    ) -> InstanceView:
+        """Validate, store and serve an instance. An instance with the same uuid is a
+        :class:`Conflict` unless ``replace`` is given (the admin API's ``PUT``).
+
+        Nothing is stored until the row is known to load and render the way every server
+        will load it (the stored JSON text, parsed back); a failure at any point before the
+        write leaves the store untouched, and nothing after it can fail the registration."""
         if imds not in IMDS_MODES:
             raise SpecError("imds", f"must be one of {', '.join(IMDS_MODES)}")
         instance, fixed = prepare_spec(data)
+        text = json.dumps(fixed)
+        stored = instance_from_mapping(json.loads(text))
+        if stored != instance:
+            raise SpecError("spec", "does not load back the same from the store's JSON")
+        view = InstanceView(stored, imds=imds)  # a spec that cannot be served is never stored
         with self._write:
             for ip in _addresses(instance):
                 holder = self._by_ip.get(ip)
                 if holder is not None and holder.uuid != instance.uuid:
                     raise Conflict(f"fixed IP {ip} already belongs to instance {holder.uuid}")
-        # render before storing: a spec that cannot be served is never accepted
-        InstanceView(instance, imds=imds)
-        self.store.put(instance.uuid, json.dumps(fixed), imds)
-        self.refresh()
-        view = self._by_uuid.get(instance.uuid)
-        assert view is not None
-        return view
+            if not replace and instance.uuid in self._by_uuid:
+                raise Conflict(f"instance {instance.uuid} is already registered", hint=_REPLACE)
+        generation = self.store.put(instance.uuid, text, imds, create=not replace)
+        if generation is None:  # another server registered it first
+            raise Conflict(f"instance {instance.uuid} is already registered", hint=_REPLACE)
+        with self._write:
+            self._apply(Change(instance.uuid, text, imds, generation))
+        try:
+            self.refresh()
+        except Exception as exc:  # noqa: BLE001 - stored already; the poller catches up
+            log.error("refresh after registering %s failed: %s", instance.uuid, exc)
+        return self._by_uuid.get(instance.uuid) or view
 
     def unregister(self, uuid: str) -> bool:
         found = self.store.delete(uuid) is not None

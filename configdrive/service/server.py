@@ -26,6 +26,7 @@ from aiohttp import web
 from configdrive.service.admin import make_admin_app
 from configdrive.service.app import JSONAccessLogger, MetadataService, make_server
 from configdrive.service.config import ServiceConfig, listen_text, parse_listen
+from configdrive.service.guard import ConnectionGuard
 from configdrive.service.registry import Registry
 from configdrive.service.security import RateLimiter, TokenSigner
 from configdrive.service.store import Store, open_store
@@ -96,6 +97,7 @@ class Running:
     addresses: list[tuple[str, int]]
     admin_address: tuple[str, int] | None
     poller: asyncio.Task[None]
+    guard: ConnectionGuard
 
     def describe(self) -> dict[str, Any]:
         """What a ready line reports: listeners (``HOST:PORT``, in configured order), the admin
@@ -150,17 +152,15 @@ async def start(
     """
     service = await asyncio.to_thread(build_service, config, store)
     access = _access_logger(config)
-    runner: web.BaseRunner = web.ServerRunner(
-        make_server(
-            service,
-            access_log_class=JSONAccessLogger,
-            access_log=access,
-            max_field_size=4096,
-            max_line_size=4096,
-            max_headers=64,
-        ),
-        shutdown_timeout=config.shutdown_timeout,
+    server = make_server(
+        service,
+        access_log_class=JSONAccessLogger,
+        access_log=access,
+        max_field_size=4096,
+        max_line_size=4096,
+        max_headers=64,
     )
+    runner: web.BaseRunner = web.ServerRunner(server, shutdown_timeout=config.shutdown_timeout)
     await runner.setup()
     sites: list[web.BaseSite] = []
     for text in config.listen:
@@ -186,7 +186,7 @@ async def start(
     elif config.admin_listen:
         log.warning("admin API off: no admin_token configured")
     poller = asyncio.create_task(_poll(service, config.poll_interval))
-    return Running(service, runners, _bound(sites), admin_address, poller)
+    return Running(service, runners, _bound(sites), admin_address, poller, server.guard)
 
 
 async def serve(

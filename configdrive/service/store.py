@@ -59,6 +59,8 @@ _UPSERT = (
     "ON CONFLICT (uuid) DO UPDATE SET spec = excluded.spec, imds = excluded.imds, "
     "generation = excluded.generation, deleted = 0"
 )
+# create-only: a live row with that uuid wins (rowcount 0); a tombstone may be re-created
+_CREATE = _UPSERT + " WHERE instances.deleted = 1"
 _DELETE = "UPDATE instances SET deleted = 1, generation = ? WHERE uuid = ? AND deleted = 0"
 _CHANGES = (
     "SELECT uuid, spec, imds, generation, deleted FROM instances WHERE generation > ? "
@@ -68,6 +70,10 @@ _CHANGES = (
 
 class StoreError(ConfigDriveError):
     """The store cannot be opened or a statement failed."""
+
+
+class _Exists(Exception):
+    """Inside a transaction: a create found a live row (rolls the transaction back)."""
 
 
 @dataclass(frozen=True)
@@ -84,8 +90,9 @@ class Change:
 class Store(Protocol):
     """What the service needs from persistent storage. All methods are blocking."""
 
-    def put(self, uuid: str, spec: str, imds: str) -> int:
-        """Insert or replace an instance; return the new generation."""
+    def put(self, uuid: str, spec: str, imds: str, *, create: bool = False) -> int | None:
+        """Insert or replace an instance; return the new generation. With ``create``, an
+        instance already there is left alone and None is returned (nothing is written)."""
         ...
 
     def delete(self, uuid: str) -> int | None:
@@ -137,10 +144,16 @@ class _SQLStore:
     def _bump(self, cur: Any) -> int:
         return int(self._exec(cur, _BUMP).fetchone()[0])
 
-    def put(self, uuid: str, spec: str, imds: str) -> int:
-        with self._tx() as cur:
-            generation = self._bump(cur)
-            self._exec(cur, _UPSERT, (uuid, spec, imds, generation))
+    def put(self, uuid: str, spec: str, imds: str, *, create: bool = False) -> int | None:
+        try:
+            with self._tx() as cur:
+                generation = self._bump(cur)
+                sql = _CREATE if create else _UPSERT
+                cur = self._exec(cur, sql, (uuid, spec, imds, generation))
+                if cur.rowcount != 1:
+                    raise _Exists  # roll the counter back too
+        except _Exists:
+            return None
         return generation
 
     def delete(self, uuid: str) -> int | None:

@@ -20,6 +20,7 @@ import errno
 import http.client
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -262,26 +263,47 @@ class ServeProcess:
 
 @contextlib.contextmanager
 def serve_process(
-    config: Path, settings: Mapping[str, Any], *, admin_token: str = ""
+    config: Path,
+    settings: Mapping[str, Any],
+    *,
+    admin_token: str = "",
+    log: Path | None = None,
+    nofile: int | None = None,
 ) -> Iterator[ServeProcess]:
     """Write ``settings`` to ``config`` (JSON), start ``configdrive serve --config`` with the
-    admin token in its environment, wait for its ready line; stop it when the block ends."""
+    admin token in its environment, wait for its ready line; stop it when the block ends.
+    ``log`` takes its stderr (a pipe otherwise); ``nofile`` lowers its open-file limit."""
+
+    def limit() -> None:
+        if nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
     config.write_text(json.dumps(dict(settings)))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "configdrive", "serve", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "CONFIGDRIVE_ADMIN_TOKEN": admin_token},
-    )
-    try:
-        assert proc.stdout is not None and proc.stderr is not None
-        line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"configdrive serve failed: {proc.stderr.read()[-2000:]}")
-        yield ServeProcess(proc, json.loads(line))
-    finally:
-        stop_process(proc)
+    with contextlib.ExitStack() as stack:
+        stderr: Any = subprocess.PIPE
+        if log is not None:
+            stderr = stack.enter_context(log.open("w"))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "configdrive", "serve", "--config", str(config)],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env={**os.environ, "CONFIGDRIVE_ADMIN_TOKEN": admin_token},
+            preexec_fn=limit if nofile is not None else None,
+        )
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            if not line:
+                proc.wait(30)
+                if proc.stderr is not None:
+                    text = proc.stderr.read()
+                else:
+                    text = log.read_text() if log is not None else ""
+                raise RuntimeError(f"configdrive serve failed: {text[-2000:]}")
+            yield ServeProcess(proc, json.loads(line))
+        finally:
+            stop_process(proc)
 
 
 def stop_process(proc: subprocess.Popen[Any]) -> None:

@@ -17,6 +17,7 @@ import base64
 import functools
 import json
 import os
+import re
 import secrets
 import threading
 from collections.abc import Callable, Mapping
@@ -46,6 +47,7 @@ __all__ = [
     "Seeded",
     "ec2_md_print",
     "openstack_listing",
+    "region_of",
 ]
 
 CT_TEXT = "text/plain"
@@ -157,6 +159,17 @@ def ec2_md_print(data: Any) -> bytes:
     return str(data).encode()
 
 
+def region_of(zone: str | None) -> str | None:
+    """The region of an availability zone: AWS's zones are their region plus one letter
+    (``us-east-1a`` -> ``us-east-1``), which is what botocore derives (it drops the zone's
+    last character). A zone not of that shape (OpenStack's ``nova``) is its own region:
+    dropping a character from it would name nothing."""
+    if zone is None:
+        return None
+    found = re.fullmatch(r"(.*\d)[a-z]", zone)
+    return found.group(1) if found else zone
+
+
 def _identity_document(md: Mapping[str, Any], instance: Instance) -> bytes:
     # EC2's instance-identity document shape (pretty-printed, "key" : value), filled from the
     # EC2 view render.ec2_metadata() returns; fields nova has no notion of are null.
@@ -175,7 +188,7 @@ def _identity_document(md: Mapping[str, Any], instance: Instance) -> bytes:
         "pendingTime": None,
         "privateIp": md.get("local-ipv4"),
         "ramdiskId": md.get("ramdisk-id"),
-        "region": az,
+        "region": region_of(az),
         "version": "2017-09-30",
     }
     return json.dumps(doc, indent=2, separators=(",", " : ")).encode()
