@@ -435,13 +435,28 @@ def _raw(port: int, data: bytes, source: str = A) -> bytes:
     [
         (b"GET /openstack\r\n\r\n", b"HTTP/1.1 400 "),  # HTTP/0.9
         (b"GET /openstack HTTP/2.0\r\nHost: x\r\n\r\n", b"HTTP/1.1 505 "),
-        (b"GET /openstack HTTP/1.1\nHost: x\r\n\r\n", b"HTTP/1.0 400 "),  # bare LF, request line
-        (b"GET /openstack HTTP/1.1\r\nHost: x\n\r\n", b"HTTP/1.0 400 "),  # bare LF, header
-        (b"GET /openstack HTTP/1.1\r\nHost: x\r\n\n", b"HTTP/1.0 400 "),  # bare LF, end of head
+        (b"GET /openstack HTTP/1.1\nHost: x\r\n\r\n", b"HTTP/1.1 400 "),  # bare LF, request line
+        (b"GET /openstack HTTP/1.1\r\nHost: x\n\r\n", b"HTTP/1.1 400 "),  # bare LF, header
+        (b"GET /openstack HTTP/1.1\r\nHost: x\r\n\n", b"HTTP/1.1 400 "),  # bare LF, end of head
+        (b"GET /openstack HTTP/1.2\r\nHost: x\r\n\r\n", b"HTTP/1.1 505 "),
+        (b"GET /openstack HTTP/1.1\r\n\r\n", b"HTTP/1.1 400 "),  # HTTP/1.1 without Host
+        (b"GET /openstack HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n", b"HTTP/1.1 400 "),
+        (b"GET /openstack HTTP/1.1\r\nHost : x\r\n\r\n", b"HTTP/1.1 400 "),  # space before :
+        (b"GET /openstack HTTP/1.1\r\nHost: x\x00y\r\n\r\n", b"HTTP/1.1 400 "),  # NUL
+        (b"GET  /openstack HTTP/1.1\r\nHost: x\r\n\r\n", b"HTTP/1.1 400 "),  # two spaces
+        (b"get /openstack HTTP/1.1\r\nHost: x\r\n\r\n", b"HTTP/1.1 400 "),  # method case
+        (b"GET /open\x7fstack HTTP/1.1\r\nHost: x\r\n\r\n", b"HTTP/1.1 400 "),
         (
-            b"GET /openstack HTTP/1.2\r\nHost: x\r\n\r\n",
-            b"HTTP/1.0 400 ",
-        ),  # a version llhttp refuses
+            b"POST /openstack/latest/password HTTP/1.1\r\nHost: x\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n",
+            b"HTTP/1.1 411 ",
+        ),
+        (
+            b"POST /openstack/latest/password HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+            b"HTTP/1.1 400 ",
+        ),
+        (b"GET /x HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 5000 + b"\r\n\r\n", b"HTTP/1.1 431 "),
         (b"GET https://169.254.169.254/openstack HTTP/1.1\r\nHost: x\r\n\r\n", b"HTTP/1.1 400 "),
         (b"CONNECT 169.254.169.254:80 HTTP/1.1\r\nHost: x\r\n\r\n", b"HTTP/1.1 400 "),
         (b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", b"HTTP/1.1 400 "),

@@ -1,10 +1,10 @@
-"""The metadata HTTP app (aiohttp): EC2 (IMDSv1/v2), OpenStack and NoCloud-net over one tree.
+"""The metadata handler: EC2 (IMDSv1/v2), OpenStack and NoCloud-net over one tree.
 
-One catch-all handler does, in order:
+It answers the requests :mod:`configdrive.service.http` parses (strictly: framing, versions,
+targets, control characters, bodies). One catch-all handler does, in order:
 
-1. **strict request checks** — no CR/LF/NUL in header values, no body on GET/HEAD, no
-   duplicated identity or token headers (aiohttp's llhttp parser already rejects malformed
-   framing; these are the checks a header-smuggling attack needs to get past);
+1. **strict request checks** — no duplicated identity, token, ``Host`` or length headers
+   (the checks a header-smuggling attack needs to get past);
 2. **identity** — the socket peer address mapped to an instance's fixed IP (headers are never
    looked at), or, for peers in ``proxy_addresses`` in proxy mode, nova's signed
    ``X-Instance-ID`` / ``X-Tenant-ID`` / ``X-Instance-ID-Signature`` headers with nova's answers
@@ -23,11 +23,9 @@ import asyncio
 import json
 import logging
 import os
-import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -35,13 +33,8 @@ from aiohttp.web_request import BaseRequest
 
 from configdrive.render import EC2_VERSIONS
 from configdrive.service.config import ServiceConfig
-from configdrive.service.guard import (
-    REJECT_KEY,
-    ConnectionGuard,
-    GuardedServer,
-    default_max_connections,
-    peer_in,
-)
+from configdrive.service.guard import ConnectionGuard, default_max_connections, peer_in
+from configdrive.service.http import HTTPServer, Request, Response
 from configdrive.service.registry import Registry
 from configdrive.service.security import (
     TOKEN_TTL_MAX,
@@ -57,7 +50,14 @@ from configdrive.service.views import (
     openstack_listing,
 )
 
-__all__ = ["MAX_PASSWORD", "JSONAccessLogger", "MetadataService", "make_guard", "make_server"]
+__all__ = [
+    "MAX_PASSWORD",
+    "JSONAccessLogger",
+    "MetadataService",
+    "access_logger",
+    "make_guard",
+    "make_server",
+]
 
 log = logging.getLogger("configdrive.service")
 
@@ -66,23 +66,27 @@ TOKEN_PATH = "/latest/api/token"
 TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
 IDENTITY_HEADERS = ("X-Instance-ID", "X-Tenant-ID", "X-Instance-ID-Signature")
+_TTL = TTL_HEADER.lower()
+_TOKEN = TOKEN_HEADER.lower()
+_IDENTITY = tuple(h.lower() for h in IDENTITY_HEADERS)
+_ONCE = (_TOKEN, _TTL, "content-length", "host")
+_SPELLING = {
+    _TOKEN: TOKEN_HEADER,
+    _TTL: TTL_HEADER,
+    "content-length": "Content-Length",
+    "host": "Host",
+}
 SERVER = "configdrive"
 _EC2_ROOTS = frozenset((*EC2_VERSIONS, "latest"))
-_CONTROL = re.compile(rb"[\r\n\0]")
 _ALLOW_GET = "GET, HEAD"
 INSTANCE_KEY = web.RequestKey("instance", str)
 
 
-def _plain(status: int, text: str = "", headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        status=status,
-        body=text.encode(),
-        content_type=CT_TEXT,
-        headers={"Server": SERVER, **(headers or {})},
-    )
+def _plain(status: int, text: str = "", headers: dict[str, str] | None = None) -> Response:
+    return Response(status, text.encode(), CT_TEXT, headers or {})
 
 
-def _not_found() -> web.Response:
+def _not_found() -> Response:
     return _plain(404, "404 Not Found")
 
 
@@ -106,39 +110,22 @@ class MetadataService:
     # -- step 1: strictness ----------------------------------------------------------------
 
     @staticmethod
-    def _malformed(request: BaseRequest) -> str | None:
-        for raw_name, raw_value in request.raw_headers:
-            if _CONTROL.search(raw_value) or _CONTROL.search(raw_name):
-                return "header contains CR, LF or NUL"
-        if request.method in ("GET", "HEAD") and (
-            request.headers.get("Transfer-Encoding")
-            or request.headers.get("Content-Length", "0") != "0"
-        ):
-            return "GET and HEAD take no body"
-        for name in (TOKEN_HEADER, TTL_HEADER, "Content-Length", "Host"):
-            if len(request.headers.getall(name, ())) > 1:
-                return f"{name} given more than once"
+    def _malformed(request: Request) -> str | None:
+        for name in _ONCE:
+            if len(request.getall(name)) > 1:
+                return f"{_SPELLING.get(name, name.title())} given more than once"
         return None
 
     # -- step 2: identity --------------------------------------------------------------------
 
-    def _peer(self, request: BaseRequest) -> str:
-        transport = request.transport
-        peer = transport.get_extra_info("peername") if transport is not None else None
-        if not peer:
-            return ""
-        return str(peer[0])
-
     def _from_proxy(self, peer: str) -> bool:
         return self.config.mode == "proxy" and self._proxies(peer.removeprefix("::ffff:"))
 
-    def _identify(
-        self, request: BaseRequest, peer: str, proxied: bool
-    ) -> InstanceView | web.Response:
+    def _identify(self, request: Request, peer: str, proxied: bool) -> InstanceView | Response:
         if not proxied:
             view = self.registry.by_ip(peer)
             return view if view is not None else _not_found()
-        values = [request.headers.getall(h, []) for h in IDENTITY_HEADERS]
+        values = [request.getall(h) for h in _IDENTITY]
         if any(len(v) != 1 for v in values):
             return _plain(
                 400, "X-Instance-ID, X-Tenant-ID and X-Instance-ID-Signature are each required once"
@@ -154,26 +141,24 @@ class MetadataService:
 
     # -- the handler -------------------------------------------------------------------------
 
-    async def handle(self, request: BaseRequest) -> web.StreamResponse:
-        rejected = request.get(REJECT_KEY)
-        if rejected is not None:
-            return _plain(rejected[0], rejected[1], {"Connection": "close"})
+    def handle(self, request: Request) -> Response | Awaitable[Response]:
+        """Answer ``request``: a response, or an awaitable of one (the password store)."""
         problem = self._malformed(request)
         if problem is not None:
             return _plain(400, problem)
-        path = request.raw_path.partition("?")[0]
+        path = request.path
         if path == "/healthz":
             return _plain(200, "ok")
-        peer = self._peer(request)
+        peer = request.peer
         proxied = self._from_proxy(peer)
         found = self._identify(request, peer, proxied)
-        if isinstance(found, web.Response):
+        if isinstance(found, Response):
             return found
         view = found
-        request[INSTANCE_KEY] = view.uuid
+        request.instance = view.uuid
         if not self.limiter.allow(view.uuid):
             return _plain(429, "429 Too Many Requests", {"Retry-After": "1"})
-        forwarded = request.headers.getall("X-Forwarded-For", [])
+        forwarded = request.getall("x-forwarded-for")
         # a trusted proxy adds exactly one X-Forwarded-For entry; anything more came from the
         # guest side (an open reverse proxy there is what IMDSv2 defends against)
         xff_from_guest = bool(forwarded) if not proxied else _xff_count(forwarded) > 1
@@ -192,7 +177,7 @@ class MetadataService:
             head = parts[0]
         is_ec2 = head == "" or head in _EC2_ROOTS
         tree = "ec2" if is_ec2 else "nocloud" if head == self._nocloud_head else head
-        tokens = request.headers.getall(TOKEN_HEADER, [])
+        tokens = request.getall(_TOKEN)
         if tokens:
             left = self.signer.remaining(tokens[0], view.uuid)
             if left is None:
@@ -204,7 +189,7 @@ class MetadataService:
             return _plain(401, "")
 
         if head == "openstack" and len(parts) == 3 and parts[2] == "password":
-            return await self._password(request, view, parts[1])
+            return self._password(request, view, parts[1])
         if request.method not in ("GET", "HEAD"):
             return _plain(405, "405 Method Not Allowed", {"Allow": _ALLOW_GET})
         if is_ec2:
@@ -218,19 +203,15 @@ class MetadataService:
         return _not_found()
 
     @staticmethod
-    def _respond(resource: Resource, headers: dict[str, str]) -> web.Response:
-        return web.Response(
-            body=resource.render(),
-            content_type=resource.content_type,
-            headers={"Server": SERVER, **headers},
-        )
+    def _respond(resource: Resource, headers: dict[str, str]) -> Response:
+        return Response(200, resource.render(), resource.content_type, headers)
 
-    def _token(self, request: BaseRequest, view: InstanceView, xff: bool) -> web.Response:
+    def _token(self, request: Request, view: InstanceView, xff: bool) -> Response:
         if request.method != "PUT":
             return _plain(405, "405 Method Not Allowed", {"Allow": "OPTIONS, PUT"})
         if xff:
             return _plain(403, "")
-        values = request.headers.getall(TTL_HEADER, [])
+        values = request.getall(_TTL)
         text = values[0].strip() if len(values) == 1 else ""
         if not (text.isascii() and text.isdigit() and 1 <= int(text) <= TOKEN_TTL_MAX):
             return _plain(
@@ -239,14 +220,12 @@ class MetadataService:
         ttl = int(text)
         return _plain(200, self.signer.mint(view.uuid, ttl), {TTL_HEADER: str(ttl)})
 
-    def _ec2(self, view: InstanceView, parts: list[str], headers: dict[str, str]) -> web.Response:
+    def _ec2(self, view: InstanceView, parts: list[str], headers: dict[str, str]) -> Response:
         section = view.section(f"ec2/{parts[0]}")
         resource = section.get("/".join(parts[1:])) if section is not None else None
         return _not_found() if resource is None else self._respond(resource, headers)
 
-    def _openstack(
-        self, view: InstanceView, parts: list[str], headers: dict[str, str]
-    ) -> web.Response:
+    def _openstack(self, view: InstanceView, parts: list[str], headers: dict[str, str]) -> Response:
         if not parts or parts == [""]:
             return self._respond(Resource(openstack_listing()), headers)
         if parts[0] == "content" and len(parts) == 2:
@@ -258,9 +237,7 @@ class MetadataService:
         resource = section.get(parts[1] if len(parts) == 2 else "")
         return _not_found() if resource is None else self._respond(resource, headers)
 
-    def _nocloud(
-        self, view: InstanceView, parts: list[str], headers: dict[str, str]
-    ) -> web.Response:
+    def _nocloud(self, view: InstanceView, parts: list[str], headers: dict[str, str]) -> Response:
         if parts and parts[0] == view.uuid:  # /<prefix>/<uuid>/<file>: the caller's own uuid
             parts = parts[1:]
         elif len(parts) > 1:
@@ -270,9 +247,7 @@ class MetadataService:
         resource = section.get(parts[0]) if section is not None and len(parts) == 1 else None
         return _not_found() if resource is None else self._respond(resource, headers)
 
-    async def _password(
-        self, request: BaseRequest, view: InstanceView, version: str
-    ) -> web.Response:
+    async def _password(self, request: Request, view: InstanceView, version: str) -> Response:
         section = view.section(f"openstack/{version}")
         if section is None or b"password" not in section[""].render().split(b"\n"):
             return _not_found()
@@ -282,17 +257,10 @@ class MetadataService:
             return self._respond(Resource((stored or "").encode()), {})
         if request.method != "POST":
             return _plain(400, "400 Bad Request")
-        if (request.content_length or 0) > MAX_PASSWORD:
+        if len(request.body) > MAX_PASSWORD:
             return _plain(400, "400 Bad Request: Request is too large.")
         try:
-            async with asyncio.timeout(self.config.head_timeout):
-                body = await request.content.read(MAX_PASSWORD + 1)
-        except TimeoutError:
-            return _plain(408, "408 Request Timeout", {"Connection": "close"})
-        if len(body) > MAX_PASSWORD:
-            return _plain(400, "400 Bad Request: Request is too large.")
-        try:
-            text = body.decode("utf-8")
+            text = request.body.decode("utf-8")
         except UnicodeDecodeError:
             return _plain(400, "400 Bad Request: password must be UTF-8")
         stored_now = await asyncio.to_thread(store.set_password, view.uuid, text)
@@ -305,34 +273,77 @@ def _xff_count(values: list[str]) -> int:
     return sum(len([p for p in v.split(",") if p.strip()]) for v in values)
 
 
+def _record(
+    peer: str | None,
+    instance: str | None,
+    method: str,
+    path: str,
+    status: int,
+    size: int,
+    ms: float,
+) -> str:
+    return json.dumps(
+        {
+            "ts": round(time.time(), 3),
+            "pid": os.getpid(),
+            "peer": peer,
+            "instance": instance,
+            "method": method,
+            "path": path[:512],
+            "status": status,
+            "bytes": size,
+            "ms": round(ms, 3),
+        }
+    )
+
+
 class JSONAccessLogger(AbstractAccessLogger):
-    """One JSON object per request: time, serving process, peer, instance, method, path,
-    status, bytes, ms."""
+    """The admin API's access log (aiohttp): one JSON object per request, the same fields as
+    the metadata listener's (:func:`access_logger`)."""
 
     def log(self, request: BaseRequest, response: web.StreamResponse, time_: float) -> None:
         transport = request.transport
         peer = transport.get_extra_info("peername") if transport is not None else None
-        record: dict[str, Any] = {
-            "ts": round(time.time(), 3),
-            "pid": os.getpid(),
-            "peer": peer[0] if peer else None,
-            "instance": request.get(INSTANCE_KEY),
-            "method": request.method,
-            "path": request.raw_path[:512],
-            "status": response.status,
-            "bytes": response.body_length,
-            "ms": round(time_ * 1000, 3),
-        }
-        self.logger.info(json.dumps(record))
+        self.logger.info(
+            _record(
+                peer[0] if peer else None,
+                request.get(INSTANCE_KEY),
+                request.method,
+                request.raw_path,
+                response.status,
+                response.body_length,
+                time_ * 1000,
+            )
+        )
 
     @property
     def enabled(self) -> bool:
         return self.logger.isEnabledFor(logging.INFO)
 
 
+def access_logger(
+    logger: logging.Logger,
+) -> Callable[[Request | None, Response, str], None] | None:
+    """The metadata listener's access log: one JSON object per answer (time, serving
+    process, peer, instance, method, path, status, bytes); None when ``logger`` is off."""
+    if not logger.isEnabledFor(logging.INFO):
+        return None
+
+    def log_one(request: Request | None, response: Response, peer: str) -> None:
+        method = request.method if request is not None else "-"
+        path = request.path if request is not None else "-"
+        if request is not None and request.query:
+            path = f"{path}?{request.query}"
+        instance = request.instance if request is not None else None
+        ms = (time.perf_counter() - request.started) * 1000 if request is not None else 0.0
+        logger.info(_record(peer, instance, method, path, response.status, len(response.body), ms))
+
+    return log_one
+
+
 def make_guard(service: MetadataService) -> ConnectionGuard:
-    """The connection caps and head timeout of ``service``'s settings: registered instances'
-    addresses and the trusted proxies are "known" (they win a place at the cap)."""
+    """The connection caps of ``service``'s settings: registered instances' addresses and the
+    trusted proxies are "known" (they win a place at the cap)."""
     config = service.config
     registry = service.registry
 
@@ -342,17 +353,18 @@ def make_guard(service: MetadataService) -> ConnectionGuard:
     return ConnectionGuard(
         max_connections=config.max_connections or default_max_connections(),
         per_peer=config.max_connections_per_peer,
-        head_timeout=config.head_timeout,
         known=lambda host: registry.by_ip(host) is not None or proxies(host),
         exempt=proxies,
     )
 
 
-def make_server(service: MetadataService, **kwargs: Any) -> GuardedServer:
-    """The guest-facing HTTP server: aiohttp's low-level server straight into
-    ``service.handle`` (one catch-all handler needs no router or middleware chain, and skipping
-    them is ~10 % of the CPU a request costs), behind the connection guard
-    (:mod:`configdrive.service.guard`). ``kwargs`` go to aiohttp's protocol (limits, access
-    log)."""
-    kwargs.setdefault("keepalive_timeout", service.config.idle_timeout)
-    return GuardedServer(service.handle, guard=make_guard(service), **kwargs)
+def make_server(service: MetadataService, access: logging.Logger | None = None) -> HTTPServer:
+    """The guest-facing HTTP server (:mod:`configdrive.service.http`) answering with
+    ``service.handle``, behind the connection guard."""
+    return HTTPServer(
+        service.handle,
+        make_guard(service),
+        head_timeout=service.config.head_timeout,
+        idle_timeout=service.config.idle_timeout,
+        access_log=access_logger(access) if access is not None else None,
+    )

@@ -19,8 +19,8 @@ Example (every key optional)::
     burst: 300                          # per-instance burst allowance
     access_log: "-"                     # "-" stderr, "off", or a file (JSON lines)
     shutdown_timeout: 10                # seconds to finish in-flight requests
-    head_timeout: 10                    # seconds for a request's head (and a body) to arrive
-    idle_timeout: 30                    # seconds an idle keep-alive connection stays open
+    head_timeout: 10                    # seconds for a request's head, then body, to arrive
+    idle_timeout: 30                    # seconds a connection may sit with no request
     max_connections: 0                  # per server process; 0 = open-file limit less 64
     max_connections_per_peer: 32        # per client address (proxy_addresses are exempt)
     workers: 1                          # server processes on shared listeners; auto = one per core

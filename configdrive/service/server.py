@@ -27,6 +27,7 @@ from configdrive.service.admin import make_admin_app
 from configdrive.service.app import JSONAccessLogger, MetadataService, make_server
 from configdrive.service.config import ServiceConfig, listen_text, parse_listen
 from configdrive.service.guard import ConnectionGuard
+from configdrive.service.http import HTTPServer
 from configdrive.service.registry import Registry
 from configdrive.service.security import RateLimiter, TokenSigner
 from configdrive.service.store import Store, open_store
@@ -93,11 +94,15 @@ class Running:
     """A started server: its bound addresses, and how to stop it."""
 
     service: MetadataService
-    runners: list[web.BaseRunner]
+    server: HTTPServer
+    runners: list[web.BaseRunner]  # the admin API's
     addresses: list[tuple[str, int]]
     admin_address: tuple[str, int] | None
     poller: asyncio.Task[None]
-    guard: ConnectionGuard
+
+    @property
+    def guard(self) -> ConnectionGuard:
+        return self.server.guard
 
     def describe(self) -> dict[str, Any]:
         """What a ready line reports: listeners (``HOST:PORT``, in configured order), the admin
@@ -112,8 +117,10 @@ class Running:
         self.poller.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.poller
-        for runner in self.runners:
-            await runner.cleanup()
+        await asyncio.gather(
+            self.server.shutdown(self.service.config.shutdown_timeout),
+            *(runner.cleanup() for runner in self.runners),
+        )
         await asyncio.to_thread(self.service.registry.store.close)
 
 
@@ -152,23 +159,18 @@ async def start(
     """
     service = await asyncio.to_thread(build_service, config, store)
     access = _access_logger(config)
-    server = make_server(
-        service,
-        access_log_class=JSONAccessLogger,
-        access_log=access,
-        max_field_size=4096,
-        max_line_size=4096,
-        max_headers=64,
-    )
-    runner: web.BaseRunner = web.ServerRunner(server, shutdown_timeout=config.shutdown_timeout)
-    await runner.setup()
-    sites: list[web.BaseSite] = []
-    for text in config.listen:
-        host, port = parse_listen(text)
-        site = web.TCPSite(runner, host, port, backlog=config.backlog, reuse_port=reuse_port)
-        await site.start()
-        sites.append(site)
-    runners = [runner]
+    server = make_server(service, access)
+    addresses: list[tuple[str, int]] = []
+    try:
+        for text in config.listen:
+            host, port = parse_listen(text)
+            addresses += await server.listen(
+                host, port, backlog=config.backlog, reuse_port=reuse_port
+            )
+    except BaseException:
+        await server.shutdown(0)
+        raise
+    runners: list[web.BaseRunner] = []
     admin_address = None
     if config.admin_listen and config.admin_token:
         admin = web.AppRunner(
@@ -186,7 +188,7 @@ async def start(
     elif config.admin_listen:
         log.warning("admin API off: no admin_token configured")
     poller = asyncio.create_task(_poll(service, config.poll_interval))
-    return Running(service, runners, _bound(sites), admin_address, poller, server.guard)
+    return Running(service, server, runners, addresses, admin_address, poller)
 
 
 async def serve(
