@@ -110,35 +110,39 @@ def test_seed_pool_never_hands_out_the_same_bytes() -> None:
     assert all(len(s) == 512 for s in seeds)
     assert len(set(seeds)) == len(seeds)
     assert len(pool(SeedPool.FILL + 1)) == SeedPool.FILL + 1  # more than a buffer at once
+    encoded = [pool.encoded() for _ in range(3 * SeedPool.FILL // 512 + 7)]  # across batches
+    assert len(set(encoded)) == len(encoded)
+    assert all(len(base64.b64decode(e, validate=True)) == 512 for e in encoded)
     # a forked child starts from a fresh buffer, not the rest of its parent's (forked in a
     # clean interpreter of its own: this one runs server threads)
     script = """
-import os, sys
+import base64, os, sys
 from configdrive.service.views import SeedPool
 pool = SeedPool()
-first = pool(512)
+first = pool(512) + base64.b64decode(pool.encoded())
 read, write = os.pipe()
 pid = os.fork()
 if pid == 0:
-    os.write(write, pool(512))
+    os.write(write, pool(512) + base64.b64decode(pool.encoded()))
     os._exit(0)
 os.close(write)
 child = b""
-while len(child) < 512:
-    chunk = os.read(read, 512)
+while len(child) < 1024:
+    chunk = os.read(read, 1024)
     if not chunk:
         break
     child += chunk
 os.waitpid(pid, 0)
-parent = pool(512)
+parent = pool(512) + base64.b64decode(pool.encoded())
 sys.stdout.write(" ".join(x.hex() for x in (first, child, parent)))
 """
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
     )
     first, child, parent = (bytes.fromhex(x) for x in done.stdout.split())
-    assert len(child) == len(parent) == 512
-    assert len({first, child, parent}) == 3
+    assert len(child) == len(parent) == 1024
+    halves = [x[i : i + 512] for x in (first, child, parent) for i in (0, 512)]
+    assert len(set(halves)) == 6  # raw and encoded seeds alike
 
 
 def test_openstack_listing_hides_future_versions() -> None:

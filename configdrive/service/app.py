@@ -78,6 +78,8 @@ _SPELLING = {
 }
 SERVER = "configdrive"
 _EC2_ROOTS = frozenset((*EC2_VERSIONS, "latest"))
+ROUTES_KEPT = 1024  # answered paths kept per instance view (bounded: paths are the client's)
+Route = tuple[str | None, Resource | None, str | None]
 _ALLOW_GET = "GET, HEAD"
 INSTANCE_KEY = web.RequestKey("instance", str)
 
@@ -111,6 +113,8 @@ class MetadataService:
 
     @staticmethod
     def _malformed(request: Request) -> str | None:
+        if request.repeated is None:
+            return None
         for name in _ONCE:
             if len(request.getall(name)) > 1:
                 return f"{_SPELLING.get(name, name.title())} given more than once"
@@ -167,19 +171,18 @@ class MetadataService:
             return self._token(request, view, xff_from_guest)
         if path.endswith(("/api/token", "/api/token/")):
             return _plain(403, "")
-        headers: dict[str, str] = {}
-        parts = path.strip("/").split("/")
-        if "" in parts and path != "/":  # empty segments ("a//b") name nothing
+        route = view.routes.get(path)
+        if route is None:
+            route = self._route(view, path)
+            if route[1] is not None and len(view.routes) < ROUTES_KEPT:
+                view.routes[path] = route  # a view never changes: its answers can be kept
+        tree, resource, password = route
+        if tree is None:
             return _not_found()
-        head = parts[0]
-        if head == "ec2":  # nova: /ec2/<version>/… is /<version>/…
-            parts = parts[1:] or [""]
-            head = parts[0]
-        is_ec2 = head == "" or head in _EC2_ROOTS
-        tree = "ec2" if is_ec2 else "nocloud" if head == self._nocloud_head else head
-        tokens = request.getall(_TOKEN)
-        if tokens:
-            left = self.signer.remaining(tokens[0], view.uuid)
+        headers: dict[str, str] = {}
+        token = request.get(_TOKEN)
+        if token is not None:
+            left = self.signer.remaining(token, view.uuid)
             if left is None:
                 return _plain(401, "")
             if xff_from_guest:
@@ -188,22 +191,12 @@ class MetadataService:
         elif view.imds == "required" and tree in self.config.token_trees:
             return _plain(401, "")
 
-        if head == "openstack" and len(parts) == 3 and parts[2] == "password":
-            return self._password(request, view, parts[1])
+        if password is not None:
+            return self._password(request, view, password)
         if request.method not in ("GET", "HEAD"):
             return _plain(405, "405 Method Not Allowed", {"Allow": _ALLOW_GET})
-        if is_ec2:
-            if head == "":
-                return self._respond(Resource(EC2_LISTING), headers)
-            return self._ec2(view, parts, headers)
-        if head == "openstack":
-            return self._openstack(view, parts[1:], headers)
-        if tree == "nocloud":
-            return self._nocloud(view, parts[1:], headers)
-        return _not_found()
-
-    @staticmethod
-    def _respond(resource: Resource, headers: dict[str, str]) -> Response:
+        if resource is None:
+            return _not_found()
         return Response(200, resource.render(), resource.content_type, headers)
 
     def _token(self, request: Request, view: InstanceView, xff: bool) -> Response:
@@ -220,32 +213,56 @@ class MetadataService:
         ttl = int(text)
         return _plain(200, self.signer.mint(view.uuid, ttl), {TTL_HEADER: str(ttl)})
 
-    def _ec2(self, view: InstanceView, parts: list[str], headers: dict[str, str]) -> Response:
-        section = view.section(f"ec2/{parts[0]}")
-        resource = section.get("/".join(parts[1:])) if section is not None else None
-        return _not_found() if resource is None else self._respond(resource, headers)
+    # -- routing: path -> (tree, resource, password version) -------------------------------
 
-    def _openstack(self, view: InstanceView, parts: list[str], headers: dict[str, str]) -> Response:
+    def _route(self, view: InstanceView, path: str) -> Route:
+        """Where ``path`` leads in ``view``: its tree (None: nothing, before any token rule),
+        the resource to serve (None: 404), and for the password path its version."""
+        parts = path.strip("/").split("/")
+        if "" in parts and path != "/":  # empty segments ("a//b") name nothing
+            return None, None, None
+        head = parts[0]
+        if head == "ec2":  # nova: /ec2/<version>/… is /<version>/…
+            parts = parts[1:] or [""]
+            head = parts[0]
+        if head == "" or head in _EC2_ROOTS:
+            if head == "":
+                return "ec2", Resource(EC2_LISTING), None
+            return "ec2", self._ec2(view, parts), None
+        if head == "openstack":
+            if len(parts) == 3 and parts[2] == "password":
+                return "openstack", None, parts[1]
+            return "openstack", self._openstack(view, parts[1:]), None
+        if head == self._nocloud_head:
+            return "nocloud", self._nocloud(view, parts[1:]), None
+        return head, None, None
+
+    @staticmethod
+    def _ec2(view: InstanceView, parts: list[str]) -> Resource | None:
+        section = view.section(f"ec2/{parts[0]}")
+        return section.get("/".join(parts[1:])) if section is not None else None
+
+    @staticmethod
+    def _openstack(view: InstanceView, parts: list[str]) -> Resource | None:
         if not parts or parts == [""]:
-            return self._respond(Resource(openstack_listing()), headers)
+            return Resource(openstack_listing())
         if parts[0] == "content" and len(parts) == 2:
             content = view.content(parts[1])
-            return _not_found() if content is None else self._respond(Resource(content), headers)
+            return None if content is None else Resource(content)
         section = view.section(f"openstack/{parts[0]}")
         if section is None or len(parts) > 2:
-            return _not_found()
-        resource = section.get(parts[1] if len(parts) == 2 else "")
-        return _not_found() if resource is None else self._respond(resource, headers)
+            return None
+        return section.get(parts[1] if len(parts) == 2 else "")
 
-    def _nocloud(self, view: InstanceView, parts: list[str], headers: dict[str, str]) -> Response:
+    @staticmethod
+    def _nocloud(view: InstanceView, parts: list[str]) -> Resource | None:
         if parts and parts[0] == view.uuid:  # /<prefix>/<uuid>/<file>: the caller's own uuid
             parts = parts[1:]
         elif len(parts) > 1:
-            return _not_found()
+            return None
         parts = parts or [""]
         section = view.section("nocloud")
-        resource = section.get(parts[0]) if section is not None and len(parts) == 1 else None
-        return _not_found() if resource is None else self._respond(resource, headers)
+        return section.get(parts[0]) if section is not None and len(parts) == 1 else None
 
     async def _password(self, request: Request, view: InstanceView, version: str) -> Response:
         section = view.section(f"openstack/{version}")
@@ -254,7 +271,7 @@ class MetadataService:
         store = self.registry.store
         if request.method in ("GET", "HEAD"):
             stored = await asyncio.to_thread(store.get_password, view.uuid)
-            return self._respond(Resource((stored or "").encode()), {})
+            return Response(200, (stored or "").encode())
         if request.method != "POST":
             return _plain(400, "400 Bad Request")
         if len(request.body) > MAX_PASSWORD:

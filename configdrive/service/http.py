@@ -82,13 +82,15 @@ class BadRequest(Exception):
 
 @dataclass(slots=True)
 class Request:
-    """One parsed request. ``headers`` keeps every header in order, names lower-cased."""
+    """One parsed request. ``headers`` maps lower-cased names to their first value;
+    ``repeated`` holds every value, in order, of the names given more than once."""
 
     method: str
     path: str
     query: str
     version: tuple[int, int]
-    headers: list[tuple[str, str]]
+    headers: dict[str, str]
+    repeated: dict[str, list[str]] | None = None
     peer: str = ""
     body: bytes = b""
     instance: str | None = None  # set by the handler: the access log's "instance"
@@ -96,13 +98,14 @@ class Request:
 
     def getall(self, name: str) -> list[str]:
         """Every value of header ``name`` (lower case), in order."""
-        return [v for k, v in self.headers if k == name]
+        if self.repeated is not None and name in self.repeated:
+            return self.repeated[name]
+        value = self.headers.get(name)
+        return [] if value is None else [value]
 
     def get(self, name: str) -> str | None:
-        for k, v in self.headers:
-            if k == name:
-                return v
-        return None
+        """The first value of header ``name`` (lower case)."""
+        return self.headers.get(name)
 
 
 @dataclass(slots=True)
@@ -132,38 +135,65 @@ def _origin(target: bytes) -> tuple[str, str]:
     raise BadRequest(400, "the request target must be a path or an http:// URL")
 
 
-def parse_head(head: bytes) -> Request:
-    """Parse a request head (without its final CRLF CRLF) or raise :class:`BadRequest`."""
-    if head.count(b"\n") != head.count(b"\r\n") or head.count(b"\r") != head.count(b"\r\n"):
-        raise BadRequest(400, "lines must end in CRLF (a bare LF or CR was sent)")
-    lines = head.split(b"\r\n")
-    if len(lines) > MAX_HEADERS + 1:
-        raise BadRequest(431, f"more than {MAX_HEADERS} header fields")
-    parts = lines[0].split(b" ")
+_REQUEST_LINE = re.compile(rb"([A-Z]+) ([\x21-\x7e]+) HTTP/1\.([01])")
+_HEADER_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*(.*?)[ \t]*")
+
+
+def _request_line(line: bytes) -> tuple[str, str, str, tuple[int, int]]:
+    found = _REQUEST_LINE.fullmatch(line)
+    if found is None:
+        _refuse_request_line(line)
+    assert found is not None
+    path, query = _origin(found[2])
+    return found[1].decode("ascii"), path, query, (1, int(found[3]))
+
+
+def _refuse_request_line(line: bytes) -> None:
+    """Say what is wrong with a request line the fast pattern did not take."""
+    parts = line.split(b" ")
     if len(parts) == 2 and _METHOD.fullmatch(parts[0]):
         raise BadRequest(400, "HTTP/0.9 requests are not accepted")
     if len(parts) != 3 or not _METHOD.fullmatch(parts[0]) or not parts[1]:
         raise BadRequest(400, "the request line must be METHOD SP target SP HTTP-version")
-    version = _VERSION.fullmatch(parts[2])
-    if version is None:
+    if _VERSION.fullmatch(parts[2]) is None:
         raise BadRequest(400, "the request line must end in HTTP/1.0 or HTTP/1.1")
-    major, minor = int(version[1]), int(version[2])
-    if (major, minor) not in ((1, 0), (1, 1)):
+    if parts[2] not in (b"HTTP/1.0", b"HTTP/1.1"):
         raise BadRequest(505, "only HTTP/1.0 and HTTP/1.1 are served")
-    path, query = _origin(parts[1])
-    headers: list[tuple[str, str]] = []
+    _origin(parts[1])  # raises for the target
+    raise BadRequest(400, "malformed request line")  # pragma: no cover - the pattern took it
+
+
+def parse_head(head: bytes) -> Request:
+    """Parse a request head (without its final CRLF CRLF) or raise :class:`BadRequest`."""
+    crlf = head.count(b"\r\n")
+    if head.count(b"\n") != crlf or head.count(b"\r") != crlf:
+        raise BadRequest(400, "lines must end in CRLF (a bare LF or CR was sent)")
+    if crlf > MAX_HEADERS:
+        raise BadRequest(431, f"more than {MAX_HEADERS} header fields")
+    lines = head.split(b"\r\n")
+    method, path, query, version = _request_line(lines[0])
+    headers: dict[str, str] = {}
+    repeated: dict[str, list[str]] | None = None
     for line in lines[1:]:
         if len(line) > MAX_LINE:
             raise BadRequest(431, f"a header line is longer than {MAX_LINE} bytes")
-        name, colon, value = line.partition(b":")
-        if not colon or not _TOKEN.fullmatch(name):
+        found = _HEADER_LINE.fullmatch(line)
+        if found is None:
             raise BadRequest(400, "a header line must be NAME: value (no space before ':')")
-        value = value.strip(b" \t")
-        if _BAD_VALUE.search(value):
+        value_bytes = found[2]
+        if _BAD_VALUE.search(value_bytes):
             raise BadRequest(400, "a header value contains a control character")
-        headers.append((name.decode("ascii").lower(), value.decode("latin-1")))
-    request = Request(parts[0].decode("ascii"), path, query, (major, minor), headers)
-    if minor == 1 and len(request.getall("host")) != 1:
+        name = found[1].decode("ascii").lower()
+        value = value_bytes.decode("latin-1")
+        if name in headers:
+            repeated = repeated if repeated is not None else {}
+            repeated.setdefault(name, [headers[name]]).append(value)
+        else:
+            headers[name] = value
+    request = Request(method, path, query, version, headers, repeated)
+    if version == (1, 1) and (
+        "host" not in headers or (repeated is not None and "host" in repeated)
+    ):
         raise BadRequest(400, "an HTTP/1.1 request needs exactly one Host header")
     return request
 
@@ -182,22 +212,28 @@ class _Date:
         return cls.value
 
 
+@functools.cache
+def _status_head(status: int, content_type: str) -> bytes:
+    """``HTTP/1.1 <status>`` through ``Content-Length: `` (kept per status and type)."""
+    reason = _REASONS.get(status, "Unknown")
+    return (
+        f"HTTP/1.1 {status} {reason}\r\nServer: {SERVER}\r\nContent-Type: {content_type}\r\n"
+        "Content-Length: "
+    ).encode("latin-1")
+
+
 def _serialize(request: Request | None, response: Response, keep_alive: bool) -> bytes:
-    status = response.status
-    lines = [
-        f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\nServer: {SERVER}\r\n"
-        f"Content-Type: {response.content_type}\r\nContent-Length: {len(response.body)}\r\n"
-    ]
+    parts = [_status_head(response.status, response.content_type), b"%d\r\n" % len(response.body)]
     for name, value in response.headers.items():
-        lines.append(f"{name}: {value}\r\n")
+        parts.append(f"{name}: {value}\r\n".encode("latin-1"))
     if not keep_alive:
-        lines.append("Connection: close\r\n")
+        parts.append(b"Connection: close\r\n")
     elif request is not None and request.version == (1, 0):
-        lines.append("Connection: keep-alive\r\n")
-    head = "".join(lines).encode("latin-1") + b"Date: " + _Date.now() + b"\r\n\r\n"
-    if request is not None and request.method == "HEAD":
-        return head
-    return head + response.body
+        parts.append(b"Connection: keep-alive\r\n")
+    parts += (b"Date: ", _Date.now(), b"\r\n\r\n")
+    if request is None or request.method != "HEAD":
+        parts.append(response.body)
+    return b"".join(parts)
 
 
 class Connection(asyncio.Protocol):
@@ -210,6 +246,7 @@ class Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._peer = ""
         self._buffer = b""
+        self._pos = 0  # where the unread part of _buffer starts (pipelined requests)
         self._pending: Request | None = None  # head parsed, body still arriving
         self._need = 0
         self._busy = False  # a handler is awaiting
@@ -259,7 +296,7 @@ class Connection(asyncio.Protocol):
 
     @property
     def idle(self) -> bool:
-        return not self._busy and not self._buffer and self._pending is None
+        return not self._busy and self._pos >= len(self._buffer) and self._pending is None
 
     def pause_writing(self) -> None:
         self._paused = True
@@ -300,6 +337,8 @@ class Connection(asyncio.Protocol):
             return
         if self._deadline_kind == "idle":  # the first byte of a new request starts its clock
             self._expect("head", self._server.head_timeout)
+        if self._pos:
+            self._buffer, self._pos = self._buffer[self._pos :], 0
         self._buffer = self._buffer + data if self._buffer else data
         if self._busy or self._paused:
             if len(self._buffer) > MAX_HEAD + MAX_BODY:
@@ -349,29 +388,33 @@ class Connection(asyncio.Protocol):
     def _next(self) -> Request | None:
         """The next complete request in the buffer, or None (and a refusal sent if the
         buffer breaks a rule)."""
+        buffer, pos = self._buffer, self._pos
         try:
             if self._pending is None:
-                end = self._buffer.find(b"\r\n\r\n")
+                end = buffer.find(b"\r\n\r\n", pos)
                 if end < 0:
                     self._check_partial()
                     return None
-                if end > MAX_HEAD:
+                if end - pos > MAX_HEAD:
                     raise BadRequest(431, f"the request head is longer than {MAX_HEAD} bytes")
-                request = parse_head(self._buffer[:end])
-                self._buffer = self._buffer[end + 4 :]
+                request = parse_head(buffer[pos:end])
+                self._pos = pos = end + 4
                 request.peer = self._peer
                 request.started = time.perf_counter()
                 self._need = self._body_length(request)
                 self._pending = request
-                if self._need > len(self._buffer) and self._transport is not None:
+                if self._need > len(buffer) - pos and self._transport is not None:
                     if (request.get("expect") or "").lower() == "100-continue":
                         self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            if len(self._buffer) < self._need:
+            if len(buffer) - pos < self._need:
                 return None
             request = self._pending
             self._pending = None
             if self._need:
-                request.body, self._buffer = self._buffer[: self._need], self._buffer[self._need :]
+                request.body = buffer[pos : pos + self._need]
+                self._pos = pos + self._need
+            if self._pos >= len(buffer):
+                self._buffer, self._pos = b"", 0
             return request
         except BadRequest as exc:
             self._guard.note(self._peer, "malformed", f"refused a request ({exc.reason})")
@@ -380,7 +423,7 @@ class Connection(asyncio.Protocol):
             return None
 
     def _check_partial(self) -> None:
-        buffer = self._buffer
+        buffer = self._buffer[self._pos :]
         if b"\n" in buffer and buffer.count(b"\n") != buffer.count(b"\r\n"):
             raise BadRequest(400, "lines must end in CRLF (a bare LF was sent)")
         if len(buffer) > MAX_HEAD:
@@ -423,7 +466,7 @@ class Connection(asyncio.Protocol):
         if not keep_alive:
             self.close()
             return
-        if self._buffer:
+        if self._pos < len(self._buffer):  # the next request has begun
             self._expect("head", self._server.head_timeout)
         else:
             self._expect("idle", self._server.idle_timeout)

@@ -38,7 +38,8 @@ class Conflict(ConfigDriveError):
 def _refuse_file_references(data: Mapping[str, Any]) -> None:
     if "user_data_file" in data:
         raise SpecError("user_data_file", "file references are not accepted over the admin API")
-    for i, key in enumerate(data.get("keys") or ()):
+    keys = data.get("keys")
+    for i, key in enumerate(keys if isinstance(keys, list) else ()):  # others: the validator's
         if isinstance(key, Mapping) and "public_key_file" in key:
             raise SpecError(f"keys[{i}].public_key_file", "file references are not accepted")
     files = data.get("files")

@@ -74,11 +74,13 @@ class SeedPool:
         self._lock = threading.Lock()
         self._buffer = b""
         self._offset = 0
+        self._ready: list[bytes] = []
         os.register_at_fork(after_in_child=self._drop)
 
     def _drop(self) -> None:
         self._lock = threading.Lock()
         self._buffer, self._offset = b"", 0
+        self._ready = []
 
     def __call__(self, n: int) -> bytes:
         with self._lock:
@@ -87,6 +89,19 @@ class SeedPool:
             start = self._offset
             self._offset += n
             return self._buffer[start : start + n]
+
+    def encoded(self) -> bytes:
+        """One fresh ``SEED_BYTES`` seed, base64-encoded: a request's ``random_seed``. Seeds
+        are cut and encoded a buffer at a time (the per-request cost is one list pop)."""
+        try:
+            return self._ready.pop()
+        except IndexError:
+            pass
+        raw = self(self.FILL)
+        batch = [base64.b64encode(raw[i : i + SEED_BYTES]) for i in range(0, self.FILL, SEED_BYTES)]
+        seed = batch.pop()
+        self._ready = batch  # list.pop is atomic: threads never share a seed
+        return seed
 
 
 SEEDS = SeedPool()
@@ -99,7 +114,10 @@ class Seeded:
     head: bytes
     tail: bytes
 
-    def fresh(self, urandom: Callable[[int], bytes] = SEEDS) -> bytes:
+    def fresh(self, urandom: Callable[[int], bytes] | None = None) -> bytes:
+        """The document with a new seed (from ``urandom``, default :data:`SEEDS`)."""
+        if urandom is None:
+            return self.head + SEEDS.encoded() + self.tail
         return self.head + base64.b64encode(urandom(SEED_BYTES)) + self.tail
 
 
@@ -279,6 +297,10 @@ class InstanceView:
     imds: str = "optional"  # optional | required (IMDSv2 tokens)
     generation: int = 0
     sections: dict[str, dict[str, Resource]] = field(default_factory=dict)
+    # request path -> (tree, resource, password version): the service's routing, kept
+    routes: dict[str, tuple[str | None, Resource | None, str | None]] = field(
+        default_factory=dict, repr=False
+    )
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     EAGER = ("ec2/latest", "openstack/latest", "nocloud")
