@@ -360,7 +360,9 @@ def main() -> int:
     parser.add_argument("--guests", type=int, default=1000, help="boot-storm guests (1000)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 1 s, 16 connections, 1 round, 50 guests")  # fmt: skip
-    parser.add_argument("--output", type=Path, default=ROOT / "bench/results/service_http.json")
+    parser.add_argument(
+        "-o", "--output", type=Path, default=ROOT / "bench/results/service_http.json"
+    )
     parser.add_argument("--wait-quiet", type=float, default=900, metavar="S",
                         help="wait up to S s for other processes to go idle (900)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the result as JSON")

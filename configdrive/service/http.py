@@ -33,6 +33,7 @@ Keep-alive and pipelining follow HTTP/1.1 (HTTP/1.0 only keeps a connection open
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import re
@@ -62,6 +63,7 @@ MAX_LINE = 4096
 MAX_HEADERS = 64
 MAX_HEAD = MAX_LINE * 4
 MAX_BODY = 4096  # the password POST is at most 1020 bytes; nothing else has a body
+SWEEP = 0.25  # seconds between checks of the connections' deadlines
 SERVER = "configdrive"
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _METHOD = re.compile(rb"[A-Z]+")
@@ -255,7 +257,6 @@ class Connection(asyncio.Protocol):
         self._reading_paused = False
         self._deadline = 0.0
         self._deadline_kind = ""
-        self._timer: asyncio.TimerHandle | None = None
 
     # -- the connection's life -----------------------------------------------------------
 
@@ -282,9 +283,6 @@ class Connection(asyncio.Protocol):
             self._server.connections.discard(self)
         self._transport = None
         self._closing = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
 
     def close(self) -> None:
         """Close now (eviction, shutdown of an idle connection, a timeout)."""
@@ -305,26 +303,17 @@ class Connection(asyncio.Protocol):
         self._paused = False
         self._loop.call_soon(self._process)
 
-    # -- timeouts: one timer, moved lazily -------------------------------------------------
+    # -- timeouts: a deadline per connection, swept by the server --------------------------
 
     def _expect(self, kind: str, seconds: float) -> None:
-        """Close the connection ``seconds`` from now unless the clock is moved again. The timer
-        is only re-made when the deadline comes earlier than it fires; a later deadline is
-        picked up when it fires (most requests move it later)."""
+        """Close the connection ``seconds`` from now (``HTTPServer`` sweeps the deadlines
+        every ``SWEEP`` seconds) unless the clock is moved again."""
         self._deadline_kind = kind
-        self._deadline = deadline = self._loop.time() + seconds
-        if self._timer is not None and deadline < self._timer.when():
-            self._timer.cancel()
-            self._timer = None
-        if self._timer is None:
-            self._timer = self._loop.call_at(deadline, self._check_deadline)
+        self._deadline = self._loop.time() + seconds
 
-    def _check_deadline(self) -> None:
-        self._timer = None
-        if self._closing or not self._deadline_kind:
-            return
-        if self._loop.time() < self._deadline:
-            self._timer = self._loop.call_at(self._deadline, self._check_deadline)
+    def expired(self, now: float) -> None:
+        """Close the connection if its deadline has passed (the server's sweep)."""
+        if self._closing or not self._deadline_kind or now < self._deadline:
             return
         if self._deadline_kind == "head":
             self._guard.note(self._peer, "head", "closed a connection: request too slow")
@@ -366,6 +355,9 @@ class Connection(asyncio.Protocol):
             result = self._server.handler(request)
             if isinstance(result, Response):
                 self._answer(request, result)
+                if self._pos >= len(self._buffer):
+                    self._resume_reading()
+                    return  # the usual case: nothing more buffered
                 continue
             self._busy = True
             self._pause_reading()
@@ -400,7 +392,8 @@ class Connection(asyncio.Protocol):
                 request = parse_head(buffer[pos:end])
                 self._pos = pos = end + 4
                 request.peer = self._peer
-                request.started = time.perf_counter()
+                if self._server.access_log is not None:
+                    request.started = time.perf_counter()
                 self._need = self._body_length(request)
                 self._pending = request
                 if self._need > len(buffer) - pos and self._transport is not None:
@@ -462,7 +455,8 @@ class Connection(asyncio.Protocol):
             else:
                 keep_alive = "close" not in connection
         transport.write(_serialize(request, response, keep_alive))
-        self._server.log_access(request, response, self._peer)
+        if self._server.access_log is not None:
+            self._server.access_log(request, response, self._peer)
         if not keep_alive:
             self.close()
             return
@@ -491,14 +485,19 @@ class HTTPServer:
         self.guard = guard
         self.head_timeout = head_timeout
         self.idle_timeout = idle_timeout
-        self._access_log = access_log
+        self.access_log = access_log
         self.connections: set[Connection] = set()
         self.listeners: list[asyncio.Server] = []
         self.stopping = False
+        self._sweeper: asyncio.Task[None] | None = None
 
-    def log_access(self, request: Request | None, response: Response, peer: str) -> None:
-        if self._access_log is not None:
-            self._access_log(request, response, peer)
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SWEEP)
+            now = loop.time()
+            for conn in list(self.connections):
+                conn.expired(now)
 
     async def listen(
         self, host: str, port: int, *, backlog: int, reuse_port: bool = False
@@ -509,6 +508,8 @@ class HTTPServer:
             lambda: Connection(self), host, port, backlog=backlog, reuse_port=reuse_port or None
         )
         self.listeners.append(listener)
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep())
         return [(str(s.getsockname()[0]), int(s.getsockname()[1])) for s in listener.sockets]
 
     async def shutdown(self, timeout: float) -> None:
@@ -528,3 +529,7 @@ class HTTPServer:
             conn.close()
         for listener in self.listeners:
             await listener.wait_closed()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
