@@ -3,7 +3,7 @@
 
 On loopback, in one run, interleaved (ours x1, ours xN, nginx x1, nginx auto, ours x1, …):
 
-- **ours**: `configdrive serve --config FILE` as its own process tree (aiohttp + uvloop),
+- **ours**: `configdrive serve --config FILE` as its own process tree (its own HTTP/1.1 on uvloop),
   direct mode, access log off, **per-instance rate limit and per-address connection cap
   off** (`rate: 0`, `max_connections_per_peer: 100000`), one instance registered with the
   fixed IP 127.0.0.1 so wrk's requests from 127.0.0.1 are that instance's. Twice: one
@@ -489,7 +489,8 @@ def main() -> int:
             "wrk": tool_version([wrk, "-v"]),
             "nginx": tool_version([nginx_bin, "-v"]),
             "nginx_package": dpkg_version("nginx-light") or dpkg_version("nginx"),
-            "aiohttp": aiohttp.__version__,
+            "aiohttp": aiohttp.__version__ + " (admin API only)",
+            "http": "configdrive.service.http (its own HTTP/1.1)",
             "event_loop": loop_name,
             "python": platform.python_version(),
         },
