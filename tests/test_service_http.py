@@ -21,19 +21,20 @@ from configdrive.service.testing import ServerThread, connect, guest_ip, guest_s
 A = guest_ip(0)
 
 
+def _config(tmp: Path, **changes: Any) -> ServiceConfig:
+    base: dict[str, Any] = {
+        "listen": ("127.0.0.1:0",),
+        "admin_listen": "127.0.0.1:0",
+        "admin_token": "t",
+        "store": str(tmp / "md.db"),
+        "access_log": "off",
+    }
+    return ServiceConfig(**{**base, **changes})
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    tmp = tmp_path_factory.mktemp("http")
-    srv = ServerThread(
-        ServiceConfig(
-            listen=("127.0.0.1:0",),
-            admin_listen="127.0.0.1:0",
-            admin_token="t",
-            store=str(tmp / "md.db"),
-            access_log="off",
-            rate=0,
-        )
-    )
+    srv = ServerThread(_config(tmp_path_factory.mktemp("http"), rate=0))
     assert srv.admin("POST", "/v1/instances", {"spec": guest_spec(0)})[0] == 201
     yield srv
     srv.stop()
@@ -155,15 +156,7 @@ def test_http10_keeps_the_connection_only_when_asked(server: ServerThread) -> No
 
 
 def test_a_password_post_with_expect_100_continue(tmp_path: Path) -> None:
-    srv = ServerThread(
-        ServiceConfig(
-            listen=("127.0.0.1:0",),
-            admin_listen="127.0.0.1:0",
-            admin_token="t",
-            store=str(tmp_path / "md.db"),
-            access_log="off",
-        )
-    )
+    srv = ServerThread(_config(tmp_path))
     try:
         assert srv.admin("POST", "/v1/instances", {"spec": guest_spec(0)})[0] == 201
         sock = connect("127.0.0.1", srv.port, source=A)
