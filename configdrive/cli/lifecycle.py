@@ -1,4 +1,4 @@
-"""`configdrive diff`: compare two drives, two specs, or a drive and a spec."""
+"""`configdrive diff` and `check`: compare drives and specs; check any drive before boot."""
 
 from __future__ import annotations
 
@@ -23,8 +23,64 @@ def _diff(args: argparse.Namespace) -> int:
     return EXIT_OK if result.equal else EXIT_FAIL
 
 
+def _check(args: argparse.Namespace) -> int:
+    from configdrive.errors import InvalidDrive
+    from configdrive.lifecycle import check_drive, find_cloud_init
+
+    try:
+        judge = find_cloud_init(args.cloud_init)
+    except FileNotFoundError as exc:
+        raise UsageError(
+            str(exc), hint="give an unpacked cloud-init or its dist-packages"
+        ) from None
+    macs = [pair_mac(m) for m in args.mac] if args.mac else None
+    try:
+        report = check_drive(args.drive, macs=macs, judge=judge)
+    except InvalidDrive as exc:
+        raise UsageError(str(exc), hint="give an ISO9660 or VFAT drive image") from None
+    print(json.dumps(report.to_json(), indent=2) if args.json else report.text())
+    return EXIT_OK if report.ok else EXIT_FAIL
+
+
+def pair_mac(text: str) -> str:
+    from configdrive.errors import SpecError
+
+    parts = text.split(":")
+    if len(parts) != 6 or not all(
+        len(p) == 2 and all(c in "0123456789abcdefABCDEF" for c in p) for p in parts
+    ):
+        raise SpecError("--mac", f"{text!r} is not a MAC address like fa:16:3e:00:00:01")
+    return text.lower()
+
+
 def register(sub: Any) -> None:
-    """Add the `diff` verb to the top-level subparsers."""
+    """Add the `diff` and `check` verbs to the top-level subparsers."""
+    c = sub.add_parser(
+        "check",
+        help="pre-flight: check any config drive or NoCloud seed before a guest boots from it",
+        description=(
+            "Everything `inspect` finds, plus: user and vendor data against cloud-init's own "
+            "schema (the host's cloud-init, or --cloud-init DIR), an empty network "
+            "description, MACs against the guest's NICs (--mac), nova's size limits and "
+            "common platform limits (EC2 16 KiB, KubeVirt 2 KiB). "
+            "Exit 0: clean, 1: problems found, 2: bad input."
+        ),
+    )
+    c.add_argument("drive", metavar="DRIVE", help="drive image (ISO9660 or VFAT, anyone's)")
+    c.add_argument(
+        "--mac",
+        action="append",
+        metavar="MAC",
+        help="a NIC of the guest (repeat for each); every NIC must be described",
+    )
+    c.add_argument(
+        "--cloud-init",
+        metavar="DIR",
+        help="cloud-init to run the schema with: an unpacked package's root or dist-packages",
+    )
+    c.add_argument("--json", action="store_true", help="print the report as JSON")
+    c.set_defaults(handler=_check)
+
     d = sub.add_parser(
         "diff",
         help="compare two drives, two specs, or a drive and a spec",
