@@ -143,3 +143,71 @@ def test_bad_input_is_exit_2_with_one_line(args: list[str], message: str) -> Non
     proc = cli("check", *args)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(message), proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# --patch: Ironic's re-mastering of a third-party drive
+
+PORT = f"mac={NIC},v4-fixed-ip=10.0.0.5,v4-cidr=10.0.0.0/24,v4-gateway=10.0.0.1"
+
+
+def _liberty_and_later(tree: dict[str, bytes]) -> dict[str, bytes]:
+    versions = {p.split("/")[1] for p in tree if p.endswith("/meta_data.json")}
+    return {
+        **tree,
+        **{f"openstack/{v}/network_data.json": b"{}" for v in versions if v >= "2015-10-15"},
+    }
+
+
+@pytest.mark.tools
+@pytest.mark.parametrize("kind", ["iso9660", "vfat"])
+def test_patch_remasters_a_third_party_drive(tmp_path: Path, sh: Any, kind: str) -> None:
+    from tests.conftest import extract_image
+    from tests.test_inspect import mkfs_vfat
+
+    tree = _liberty_and_later(seed_tree())
+    drive = genisoimage(tree, tmp_path, sh) if kind == "iso9660" else mkfs_vfat(tree, tmp_path, sh)
+    assert cli("check", str(drive)).returncode == 1  # the empty network description
+    out = tmp_path / "patched"
+    proc = cli("check", str(drive), "--patch", "--nic", PORT, "-o", str(out), "--mac", NIC)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # independent readers: blkid for the label, xorriso/mcopy for every file
+    label = sh(["blkid", "-p", "-s", "LABEL", "-o", "value", str(out)]).stdout.decode().strip()
+    before = sh(["blkid", "-p", "-s", "LABEL", "-o", "value", str(drive)]).stdout.decode().strip()
+    assert label == before
+    old, new = extract_image(drive, tmp_path / "old", sh), extract_image(out, tmp_path / "new", sh)
+    old_files = {
+        p.relative_to(old).as_posix(): p.read_bytes() for p in old.rglob("*") if p.is_file()
+    }
+    new_files = {
+        p.relative_to(new).as_posix(): p.read_bytes() for p in new.rglob("*") if p.is_file()
+    }
+    assert set(old_files) == set(new_files)
+    rewritten = {p for p in old_files if p.endswith("/network_data.json")}
+    assert rewritten and all(old_files[p] == new_files[p] for p in set(old_files) - rewritten)
+    for path in rewritten:
+        network = json.loads(new_files[path])
+        assert [link["ethernet_mac_address"] for link in network["links"]] == [NIC]
+        assert network["networks"][0]["ip_address"] == "10.0.0.5"
+
+
+@pytest.mark.tools
+def test_patch_refusals_leave_nothing(tmp_path: Path, sh: Any) -> None:
+    seed = genisoimage({"meta-data": b"a: 1\n", "user-data": b""}, tmp_path, sh, label="cidata")
+    out = tmp_path / "out"
+    cases = [
+        ([str(seed), "--patch", "--nic", PORT, "-o", str(out)], "is labelled 'cidata'"),
+        ([str(seed), "--patch", "-o", str(out)], "--patch, --nic and -o/--output go together"),
+        ([str(seed), "--nic", "none", "--patch", "-o", str(out)], "--nic none describes no port"),
+    ]
+    for args, message in cases:
+        proc = cli("check", *args)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert proc.stderr.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nova.iso", "staging"]
+    # an existing OUT is kept without --force
+    drive = genisoimage(_liberty_and_later(seed_tree()), tmp_path / "x", sh)
+    out.write_bytes(b"keep")
+    proc = cli("check", str(drive), "--patch", "--nic", PORT, "-o", str(out))
+    assert proc.returncode == 2 and "already exists" in proc.stderr
+    assert out.read_bytes() == b"keep" and not list(tmp_path.glob(".out*"))

@@ -33,16 +33,40 @@ def _check(args: argparse.Namespace) -> int:
         raise UsageError(
             str(exc), hint="give an unpacked cloud-init or its dist-packages"
         ) from None
-    macs = [pair_mac(m) for m in args.mac] if args.mac else None
+    macs = [_mac(m) for m in args.mac] if args.mac else None
+    drive = args.drive
+    if args.patch or args.nic or args.output:
+        drive = _patch(args)
     try:
-        report = check_drive(args.drive, macs=macs, judge=judge)
+        report = check_drive(drive, macs=macs, judge=judge)
     except InvalidDrive as exc:
         raise UsageError(str(exc), hint="give an ISO9660 or VFAT drive image") from None
     print(json.dumps(report.to_json(), indent=2) if args.json else report.text())
     return EXIT_OK if report.ok else EXIT_FAIL
 
 
-def pair_mac(text: str) -> str:
+def _patch(args: argparse.Namespace) -> str:
+    from configdrive.cli.drives import nic_ports
+    from configdrive.errors import DriveError, InvalidDrive
+    from configdrive.lifecycle import patch_network
+
+    if not (args.patch and args.nic and args.output):
+        raise UsageError("--patch, --nic and -o/--output go together", hint="see check --help")
+    ports = nic_ports(args.nic)
+    try:
+        result = patch_network(args.drive, ports, args.output, force=args.force)
+    except InvalidDrive as exc:
+        raise UsageError(str(exc), hint="--patch re-masters config drives (config-2)") from None
+    except DriveError as exc:  # nothing was written: the check could not run (exit 2)
+        raise UsageError(str(exc), hint=exc.hint) from None
+    print(
+        f"wrote {result.path} ({result.filesystem}, label {result.label}): "
+        f"{len(result.written)} network_data.json rewritten, every other file as it was"
+    )
+    return str(result.path)
+
+
+def _mac(text: str) -> str:
     from configdrive.errors import SpecError
 
     parts = text.split(":")
@@ -78,6 +102,21 @@ def register(sub: Any) -> None:
         metavar="DIR",
         help="cloud-init to run the schema with: an unpacked package's root or dist-packages",
     )
+    c.add_argument(
+        "--patch",
+        action="store_true",
+        help="re-master DRIVE into -o OUT with network_data.json rendered from --nic (the "
+        "same filesystem and label; every other file byte-identical), then check OUT",
+    )
+    c.add_argument(
+        "--nic",
+        action="append",
+        default=[],
+        metavar="K=V[,K=V…]",
+        help="with --patch: a port, as `build --nic` takes it (repeatable)",
+    )
+    c.add_argument("-o", "--output", metavar="OUT", help="with --patch: the drive to write")
+    c.add_argument("--force", action="store_true", help="with --patch: replace an existing OUT")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
     c.set_defaults(handler=_check)
 

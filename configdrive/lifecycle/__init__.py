@@ -24,6 +24,7 @@ from configdrive.lifecycle.diff import (
     diff_trees,
     load_side,
 )
+from configdrive.lifecycle.patch import PatchResult, patch_network
 
 __all__ = [
     "IGNORED_KEYS",
@@ -35,6 +36,7 @@ __all__ = [
     "FileChange",
     "Finding",
     "KeyChange",
+    "PatchResult",
     "SchemaJudge",
     "Side",
     "check_drive",
@@ -43,4 +45,5 @@ __all__ = [
     "diff_trees",
     "find_cloud_init",
     "load_side",
+    "patch_network",
 ]
