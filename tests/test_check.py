@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_inspect import genisoimage, seed_tree
 
 from configdrive.lifecycle import SchemaJudge, check_drive
-from tests.test_inspect import genisoimage, seed_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "examples/seed/instance.yaml"
@@ -162,8 +162,8 @@ def _liberty_and_later(tree: dict[str, bytes]) -> dict[str, bytes]:
 @pytest.mark.tools
 @pytest.mark.parametrize("kind", ["iso9660", "vfat"])
 def test_patch_remasters_a_third_party_drive(tmp_path: Path, sh: Any, kind: str) -> None:
-    from tests.conftest import extract_image
-    from tests.test_inspect import mkfs_vfat
+    from conftest import extract_image
+    from test_inspect import mkfs_vfat
 
     tree = _liberty_and_later(seed_tree())
     drive = genisoimage(tree, tmp_path, sh) if kind == "iso9660" else mkfs_vfat(tree, tmp_path, sh)

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 import yaml
+from test_inspect import genisoimage, mkfs_vfat, seed_tree
 
 from configdrive.lifecycle import Change, diff_json, diff_paths
-from tests.test_inspect import genisoimage, mkfs_vfat, seed_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "examples/seed/instance.yaml"
