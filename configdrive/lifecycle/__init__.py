@@ -3,6 +3,7 @@ before boot (``check``); updates join here."""
 
 from __future__ import annotations
 
+from configdrive.lifecycle.boots import EVERY_BOOT, SETTINGS, EveryBoot, every_boot
 from configdrive.lifecycle.check import (
     PLATFORM_USER_DATA_LIMITS,
     CheckReport,
@@ -27,12 +28,15 @@ from configdrive.lifecycle.diff import (
 from configdrive.lifecycle.patch import PatchResult, patch_network
 
 __all__ = [
+    "EVERY_BOOT",
     "IGNORED_KEYS",
     "PLATFORM_USER_DATA_LIMITS",
+    "SETTINGS",
     "Change",
     "CheckReport",
     "Diff",
     "DiffInputError",
+    "EveryBoot",
     "FileChange",
     "Finding",
     "KeyChange",
@@ -43,6 +47,7 @@ __all__ = [
     "diff_json",
     "diff_paths",
     "diff_trees",
+    "every_boot",
     "find_cloud_init",
     "load_side",
     "patch_network",
