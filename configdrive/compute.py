@@ -281,6 +281,11 @@ class InstanceRecord:
     spec: dict[str, Any]
     metadata_url: str | None = None  # the admin API it was registered with, if any
 
+    @property
+    def drive_path(self) -> Path | None:
+        """The instance's config drive (``disk.config``), or None when it has none."""
+        return self.path / "disk.config" if self.config_drive is not None else None
+
     def console_text(self) -> str:
         """The guest's serial console so far ("" before QEMU has written any)."""
         console = self.path / "console.log"

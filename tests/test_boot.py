@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from configdrive.builder import inspect as inspect_drive
 from configdrive.guest.image import GuestImage, parse_check_report
 
 pytestmark = pytest.mark.vm
@@ -225,6 +226,10 @@ def test_list_and_duplicate_name(guests: dict[str, Guest]) -> None:
     assert [(r["name"], r["backend"], r["config_drive"]) for r in listed] == [
         ("myinstance", "qemu", "iso9660")
     ]
+    directory = Path(listed[0]["directory"])
+    assert directory.parent == guest.work / "instances" and (directory / "instance.json").is_file()
+    assert listed[0]["drive"] == str(directory / "disk.config")
+    assert inspect_drive(directory / "disk.config").ok  # the drive the guest booted with
     before = sorted((guest.work / "instances").iterdir())
     proc = cli("boot", "myinstance", "--image", str(guest.image), "--uuid", str(uuid.uuid4()),
                *guest.host_args())  # fmt: skip

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from configdrive import __version__
-from configdrive.cli import drives, guests, service
+from configdrive.cli import drives, guests, lifecycle, service
 from configdrive.cli._common import (
     EXIT_FAIL,
     EXIT_USAGE,
@@ -36,6 +36,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="log every step; tracebacks on error")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     drives.register(sub)
+    lifecycle.register(sub)
     guests.register(sub)
     service.register(sub)
     return parser

@@ -25,7 +25,7 @@ from configdrive.render import (
 )
 from configdrive.spec import Limits, instance_from_mapping, load_spec, parse_spec_text, read_input
 
-__all__ = ["add_instance_args", "limits_from_args", "register", "spec_from_args"]
+__all__ = ["add_instance_args", "limits_from_args", "nic_ports", "register", "spec_from_args"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -308,6 +308,14 @@ def _name_devices(data: dict[str, Any], added: list[tuple[str, str | None]]) -> 
         used.add(device.removeprefix("/dev/"))
         devices.append({"type": kind, "device": device})
     data["block_devices"] = devices
+
+
+def nic_ports(texts: list[str]) -> list[dict[str, Any]]:
+    """``--nic`` flags as spec ``networks`` entries (ports only: no ``none``/``auto``)."""
+    ports = _nics(texts, None)
+    if isinstance(ports, str):
+        raise SpecError("nic", f"--nic {ports} describes no port", hint="give mac=…,v4-cidr=…")
+    return ports
 
 
 def _nics(texts: list[str], instance_uuid: str | None) -> list[dict[str, Any]] | str:

@@ -492,6 +492,8 @@ def cmd_list(args: argparse.Namespace) -> int:
                 "flavor": record.flavor,
                 "config_drive": record.config_drive,
                 "metadata_url": record.metadata_url,
+                "directory": str(record.path),
+                "drive": str(record.drive_path) if record.drive_path is not None else None,
             }
         )
     if args.json:

@@ -86,17 +86,20 @@ def write_image(
     vfat_size: int | None = None,
     publisher: str = "configdrive",
     timestamp: datetime | None = None,
+    label: str | None = None,
 ) -> int:
     """Write ``tree`` as a ``fmt`` image to an open file; returns the image size.
 
     ``timestamp`` (default :func:`build_time`: ``SOURCE_DATE_EPOCH`` or now) dates everything
-    on the image, whatever its filesystem."""
+    on the image, whatever its filesystem. ``label`` replaces ``fmt``'s (re-mastering a
+    drive someone else labelled)."""
     timestamp = build_time() if timestamp is None else timestamp
+    label = fmt.label if label is None else label
     if fmt.filesystem is Filesystem.VFAT:
-        return write_vfat(tree, out, label=fmt.label, size=vfat_size, timestamp=timestamp)
+        return write_vfat(tree, out, label=label, size=vfat_size, timestamp=timestamp)
     if vfat_size is not None:
         raise DriveError("a fixed size applies to VFAT drives only; ISO9660 is sized to fit")
-    return write_iso9660(tree, out, label=fmt.label, publisher=publisher, timestamp=timestamp)
+    return write_iso9660(tree, out, label=label, publisher=publisher, timestamp=timestamp)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -116,6 +119,7 @@ def write_drive(
     vfat_size: int | None = None,
     publisher: str = "configdrive",
     timestamp: datetime | None = None,
+    label: str | None = None,
 ) -> int:
     """Atomically write ``tree`` as a ``fmt`` drive at ``path`` (mode 0600).
 
@@ -137,7 +141,13 @@ def write_drive(
         os.fchmod(fd, DRIVE_MODE)
         with os.fdopen(fd, "w+b") as out:
             size = write_image(
-                tree, out, fmt, vfat_size=vfat_size, publisher=publisher, timestamp=timestamp
+                tree,
+                out,
+                fmt,
+                vfat_size=vfat_size,
+                publisher=publisher,
+                timestamp=timestamp,
+                label=label,
             )
             out.flush()
             os.fsync(out.fileno())

@@ -1,0 +1,142 @@
+"""`configdrive diff` and `check`: compare drives and specs; check any drive before boot."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from configdrive.cli._common import EXIT_FAIL, EXIT_OK, UsageError
+
+__all__ = ["register"]
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from configdrive.lifecycle import DiffInputError, diff_paths
+
+    label = {"config-drive": "config-2", "nocloud": "cidata", None: None}[args.format]
+    try:
+        result = diff_paths(args.a, args.b, label=label)
+    except DiffInputError as exc:  # bad input: exit 2, as diff(1) does
+        raise UsageError(str(exc), hint="give a drive image (ISO9660/VFAT) or a spec") from None
+    print(json.dumps(result.to_json(), indent=2) if args.json else result.text())
+    return EXIT_OK if result.equal else EXIT_FAIL
+
+
+def _check(args: argparse.Namespace) -> int:
+    from configdrive.errors import InvalidDrive
+    from configdrive.lifecycle import check_drive, find_cloud_init
+
+    try:
+        judge = find_cloud_init(args.cloud_init)
+    except FileNotFoundError as exc:
+        raise UsageError(
+            str(exc), hint="give an unpacked cloud-init or its dist-packages"
+        ) from None
+    macs = [_mac(m) for m in args.mac] if args.mac else None
+    drive = args.drive
+    if args.patch or args.nic or args.output:
+        drive = _patch(args)
+    try:
+        report = check_drive(drive, macs=macs, judge=judge)
+    except InvalidDrive as exc:
+        raise UsageError(str(exc), hint="give an ISO9660 or VFAT drive image") from None
+    print(json.dumps(report.to_json(), indent=2) if args.json else report.text())
+    return EXIT_OK if report.ok else EXIT_FAIL
+
+
+def _patch(args: argparse.Namespace) -> str:
+    from configdrive.cli.drives import nic_ports
+    from configdrive.errors import DriveError, InvalidDrive
+    from configdrive.lifecycle import patch_network
+
+    if not (args.patch and args.nic and args.output):
+        raise UsageError("--patch, --nic and -o/--output go together", hint="see check --help")
+    ports = nic_ports(args.nic)
+    try:
+        result = patch_network(args.drive, ports, args.output, force=args.force)
+    except InvalidDrive as exc:
+        raise UsageError(str(exc), hint="--patch re-masters config drives (config-2)") from None
+    except DriveError as exc:  # nothing was written: the check could not run (exit 2)
+        raise UsageError(str(exc), hint=exc.hint) from None
+    print(
+        f"wrote {result.path} ({result.filesystem}, label {result.label}): "
+        f"{len(result.written)} network_data.json rewritten, every other file as it was"
+    )
+    return str(result.path)
+
+
+def _mac(text: str) -> str:
+    from configdrive.errors import SpecError
+
+    parts = text.split(":")
+    if len(parts) != 6 or not all(
+        len(p) == 2 and all(c in "0123456789abcdefABCDEF" for c in p) for p in parts
+    ):
+        raise SpecError("--mac", f"{text!r} is not a MAC address like fa:16:3e:00:00:01")
+    return text.lower()
+
+
+def register(sub: Any) -> None:
+    """Add the `diff` and `check` verbs to the top-level subparsers."""
+    c = sub.add_parser(
+        "check",
+        help="pre-flight: check any config drive or NoCloud seed before a guest boots from it",
+        description=(
+            "Everything `inspect` finds, plus: user and vendor data against cloud-init's own "
+            "schema (the host's cloud-init, or --cloud-init DIR), an empty network "
+            "description, MACs against the guest's NICs (--mac), nova's size limits and "
+            "common platform limits (EC2 16 KiB, KubeVirt 2 KiB). "
+            "Exit 0: clean, 1: problems found, 2: bad input."
+        ),
+    )
+    c.add_argument("drive", metavar="DRIVE", help="drive image (ISO9660 or VFAT, anyone's)")
+    c.add_argument(
+        "--mac",
+        action="append",
+        metavar="MAC",
+        help="a NIC of the guest (repeat for each); every NIC must be described",
+    )
+    c.add_argument(
+        "--cloud-init",
+        metavar="DIR",
+        help="cloud-init to run the schema with: an unpacked package's root or dist-packages",
+    )
+    c.add_argument(
+        "--patch",
+        action="store_true",
+        help="re-master DRIVE into -o OUT with network_data.json rendered from --nic (the "
+        "same filesystem and label; every other file byte-identical), then check OUT",
+    )
+    c.add_argument(
+        "--nic",
+        action="append",
+        default=[],
+        metavar="K=V[,K=V…]",
+        help="with --patch: a port, as `build --nic` takes it (repeatable)",
+    )
+    c.add_argument("-o", "--output", metavar="OUT", help="with --patch: the drive to write")
+    c.add_argument("--force", action="store_true", help="with --patch: replace an existing OUT")
+    c.add_argument("--json", action="store_true", help="print the report as JSON")
+    c.set_defaults(handler=_check)
+
+    d = sub.add_parser(
+        "diff",
+        help="compare two drives, two specs, or a drive and a spec",
+        description=(
+            "Report every file added, removed or changed between A and B, and inside JSON "
+            "(and NoCloud YAML) files every key. Each side is a drive image (ISO9660 or "
+            "VFAT, anyone's) or an instance spec, rendered as the other side's kind of drive "
+            "would hold it. random_seed is ignored. Exit 0: equal, 1: different, 2: bad input."
+        ),
+    )
+    d.add_argument("a", metavar="A", help="drive image or spec file")
+    d.add_argument("b", metavar="B", help="drive image or spec file")
+    d.add_argument(
+        "--format",
+        choices=["config-drive", "nocloud"],
+        help="the drive kind two specs are rendered as (default: config-drive; with a drive "
+        "on either side, that drive's kind)",
+    )
+    d.add_argument("--json", action="store_true", help="print the diff as JSON")
+    d.set_defaults(handler=_diff)

@@ -1,0 +1,54 @@
+"""An instance's drive after creation: compare drives and specs (``diff``), check any drive
+before boot (``check``); updates join here."""
+
+from __future__ import annotations
+
+from configdrive.lifecycle.boots import EVERY_BOOT, SETTINGS, EveryBoot, every_boot
+from configdrive.lifecycle.check import (
+    PLATFORM_USER_DATA_LIMITS,
+    CheckReport,
+    Finding,
+    SchemaJudge,
+    check_drive,
+    find_cloud_init,
+)
+from configdrive.lifecycle.diff import (
+    IGNORED_KEYS,
+    Change,
+    Diff,
+    DiffInputError,
+    FileChange,
+    KeyChange,
+    Side,
+    diff_json,
+    diff_paths,
+    diff_trees,
+    load_side,
+)
+from configdrive.lifecycle.patch import PatchResult, patch_network
+
+__all__ = [
+    "EVERY_BOOT",
+    "IGNORED_KEYS",
+    "PLATFORM_USER_DATA_LIMITS",
+    "SETTINGS",
+    "Change",
+    "CheckReport",
+    "Diff",
+    "DiffInputError",
+    "EveryBoot",
+    "FileChange",
+    "Finding",
+    "KeyChange",
+    "PatchResult",
+    "SchemaJudge",
+    "Side",
+    "check_drive",
+    "diff_json",
+    "diff_paths",
+    "diff_trees",
+    "every_boot",
+    "find_cloud_init",
+    "load_side",
+    "patch_network",
+]
