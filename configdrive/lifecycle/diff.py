@@ -230,21 +230,26 @@ def _is_drive(path: Path) -> bool:
         raise DiffInputError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-def load_side(path: str | os.PathLike[str], label: str | None = None) -> Side:
-    """Read a drive, or render a spec as a drive labelled ``label`` would hold it
-    (``config-2`` unless given)."""
-    target = Path(path)
-    if _is_drive(target):
-        try:
-            drive = read_drive(target)
-        except InvalidDrive as exc:
-            raise DiffInputError(str(exc)) from None
-        return Side(str(path), "drive", drive.label, drive.files)
-    data, base = load_spec(target)  # a SpecError names the file's problem
+def _drive_side(path: str | os.PathLike[str]) -> Side:
+    try:
+        drive = read_drive(path)
+    except InvalidDrive as exc:
+        raise DiffInputError(str(exc)) from None
+    return Side(str(path), "drive", drive.label, drive.files)
+
+
+def _spec_side(path: str | os.PathLike[str], label: str | None) -> Side:
+    data, base = load_spec(Path(path))  # a SpecError names the file's problem
     instance = instance_from_mapping(data, base=base)
     fmt = DriveFormat.NOCLOUD if label == "cidata" else DriveFormat.ISO9660
     tree = render_for(instance, fmt, urandom=lambda n: bytes(n))
     return Side(str(path), "spec", fmt.label, dict(tree))
+
+
+def load_side(path: str | os.PathLike[str], label: str | None = None) -> Side:
+    """Read a drive, or render a spec as a drive labelled ``label`` would hold it
+    (``config-2`` unless given)."""
+    return _drive_side(path) if _is_drive(Path(path)) else _spec_side(path, label)
 
 
 def diff_paths(
@@ -252,8 +257,8 @@ def diff_paths(
 ) -> Diff:
     """Compare two drives, two specs, or a drive and a spec. A spec is rendered for the
     other side's label when that side is a drive; ``label`` chooses it for two specs."""
-    first = load_side(a, label)
-    second = load_side(b, label or (first.label if first.kind == "drive" else None))
-    if first.kind == "spec" and second.kind == "drive" and first.label != second.label:
-        first = load_side(a, second.label)
+    drives = {p: _drive_side(p) for p in (a, b) if _is_drive(Path(p))}
+    if len(drives) == 1:
+        label = next(iter(drives.values())).label
+    first, second = (drives.get(p) or _spec_side(p, label) for p in (a, b))
     return Diff(first, second, diff_trees(first.files, second.files))

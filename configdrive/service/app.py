@@ -70,12 +70,7 @@ _TTL = TTL_HEADER.lower()
 _TOKEN = TOKEN_HEADER.lower()
 _IDENTITY = tuple(h.lower() for h in IDENTITY_HEADERS)
 _ONCE = (_TOKEN, _TTL, "content-length", "host")
-_SPELLING = {
-    _TOKEN: TOKEN_HEADER,
-    _TTL: TTL_HEADER,
-    "content-length": "Content-Length",
-    "host": "Host",
-}
+_SPELLING = {_TOKEN: TOKEN_HEADER, _TTL: TTL_HEADER}  # the rest spell as str.title()
 SERVER = "configdrive"
 _EC2_ROOTS = frozenset((*EC2_VERSIONS, "latest"))
 ROUTES_KEPT = 1024  # answered paths kept per instance view (bounded: paths are the client's)
@@ -363,10 +358,7 @@ def make_guard(service: MetadataService) -> ConnectionGuard:
     trusted proxies are "known" (they win a place at the cap)."""
     config = service.config
     registry = service.registry
-
-    def proxies(host: str) -> bool:
-        return service._from_proxy(host)
-
+    proxies = service._from_proxy
     return ConnectionGuard(
         max_connections=config.max_connections or default_max_connections(),
         per_peer=config.max_connections_per_peer,

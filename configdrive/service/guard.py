@@ -20,7 +20,7 @@ import logging
 import resource
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 __all__ = ["FD_RESERVE", "ConnectionGuard", "default_max_connections", "peer_in"]
 
@@ -119,15 +119,6 @@ class ConnectionGuard:
         else:
             self._per_peer.pop(host, None)
         self._strangers.pop(handler, None)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "open": self.open,
-            "max_connections": self.max_connections,
-            "max_connections_per_peer": self.per_peer,
-            "refused": dict(self.refused),
-            "evicted": self.evicted,
-        }
 
 
 def peer_in(
