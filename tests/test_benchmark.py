@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from configdrive.benchmark import STAGES, BootResult, Mode, summarize
+from configdrive.benchmark import STAGES, BootResult, summarize
 
 
 def result(mode: str, run: int, ready: float, meta: float | None) -> BootResult:
@@ -66,35 +66,37 @@ def test_metadata_wait_counts_from_cloud_inits_local_stage() -> None:
 
 
 @pytest.mark.vm
-def test_bench_boot_quick_writes_artefacts(
-    tuned_image: object, untuned_image: object, tmp_path: Path
-) -> None:
+def test_bench_boot_quick_writes_artefacts(tuned_image: object, tmp_path: Path) -> None:
+    """The harness, on the three kinds of boot: the drive, the service over its chain, and the
+    floor. (The other modes differ only in the image or the chain's latencies: pollinate's
+    report is checked by test_boot's untuned guest, and a guest booted is minutes of CI.)"""
     out = tmp_path / "bench"
+    modes = "drive-tuned,service,floor"
     proc = subprocess.run(
-        [sys.executable, "-m", "configdrive", "bench", "boot", "--quick", "-o", str(out)],
+        [sys.executable, "-m", "configdrive", "bench", "boot", "--quick", "--modes", modes,
+         "-o", str(out)],
         capture_output=True, text=True, check=False, timeout=2400,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads((out / "results.json").read_text())
     assert doc["runs_per_mode"] == 1 and doc["accelerator"] in ("tcg", "kvm")
-    assert sorted(b["mode"] for b in doc["boots"]) == sorted(m.value for m in Mode)
+    assert sorted(b["mode"] for b in doc["boots"]) == sorted(modes.split(","))
     by_mode = {b["mode"]: b for b in doc["boots"]}
     assert by_mode["drive-tuned"]["datasource"].startswith("DataSourceConfigDrive")
     assert by_mode["drive-tuned"]["stages"]["metadata obtained"] is not None
     assert by_mode["floor"]["stages"]["metadata obtained"] is None
-    assert by_mode["drive-pollinate"]["pollinate_ran"] == "yes"
     assert by_mode["drive-tuned"]["pollinate_ran"] == "no"
-    for mode in ("service", "service-loaded"):  # fetched over the chain, and counted there
-        assert by_mode[mode]["datasource"].startswith("DataSourceOpenStack"), by_mode[mode]
-        assert by_mode[mode]["stages"]["metadata obtained"] is not None
-        assert by_mode[mode]["metadata_requests"] > 5
+    # fetched over the chain, and counted there
+    assert by_mode["service"]["datasource"].startswith("DataSourceOpenStack"), by_mode
+    assert by_mode["service"]["stages"]["metadata obtained"] is not None
+    assert by_mode["service"]["metadata_requests"] > 5
     assert by_mode["drive-tuned"]["metadata_requests"] is None
     assert doc["service_hops"]["service"][1] == {
         "hop": "neutron-metadata-agent", "kind": "agent", "latency_ms": 10.0}  # fmt: skip
     for boot in doc["boots"]:
         assert boot["stages"]["ready"] is not None and boot["stages"]["kernel"] is not None
     rows = list(csv.DictReader((out / "boots.csv").read_text().splitlines()))
-    assert len(rows) == len(Mode) and set(STAGES) <= set(rows[0])
+    assert len(rows) == 3 and set(STAGES) <= set(rows[0])
     assert (out / "boot-stages.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "ready/floor" in proc.stdout
     assert "service vs drive-tuned" in proc.stdout and "wait for metadata" in proc.stdout
@@ -102,14 +104,17 @@ def test_bench_boot_quick_writes_artefacts(
 
 @pytest.mark.vm
 def test_bench_storm_quick_writes_artefacts(tuned_image: object, tmp_path: Path) -> None:
+    """The storm harness on its harder mode: two guests at once, told apart through the chain
+    (the drive's storm is the same harness with no chain)."""
     out = tmp_path / "storm"
     proc = subprocess.run(
-        [sys.executable, "-m", "configdrive", "bench", "storm", "--quick", "-o", str(out)],
+        [sys.executable, "-m", "configdrive", "bench", "storm", "--quick", "--modes", "service",
+         "-o", str(out)],
         capture_output=True, text=True, check=False, timeout=2400,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads((out / "storm.json").read_text())
-    assert doc["k"] == 2 and set(doc["boots"]) == {"drive-tuned", "service"}
+    assert doc["k"] == 2 and set(doc["boots"]) == {"service"}
     for mode, boots in doc["boots"].items():
         assert len(boots) == 2
         assert len({b["run"] for b in boots}) == 2

@@ -2,9 +2,9 @@
 drive, through libvirt and through plain QEMU, and the guest itself reports (on its serial
 console, from a check unit that runs after cloud-init) what it applied.
 
-The guests are started together (at most CONFIGDRIVE_VM_PARALLEL at a time, default 3) by a
-session fixture, since each boot under TCG takes a minute or more; the tests then read each
-guest's own report.
+The guests are started together (at most CONFIGDRIVE_VM_PARALLEL at a time, default 2: one per
+core, since the other pytest worker boots guests too) by a session fixture, since each boot under
+TCG takes minutes; the tests then read each guest's own report.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 SEED = EXAMPLES / "seed"
 BOOT_TIMEOUT = float(os.environ.get("CONFIGDRIVE_VM_TIMEOUT", "1200"))
-PARALLEL = int(os.environ.get("CONFIGDRIVE_VM_PARALLEL", "3"))
+PARALLEL = int(os.environ.get("CONFIGDRIVE_VM_PARALLEL", "2"))
 END = "CONFIGDRIVE-CHECK end"
 
 

@@ -23,13 +23,15 @@ from typing import Any
 
 import pytest
 import yaml
+from test_boot_network import assert_fallback_dhcp
 
-from configdrive.compute import BootImage, check_drivers, console_stages
+from configdrive.compute import BootImage, check_drivers, console_stages, guest_mac
 from configdrive.errors import SpecError
 from configdrive.guest import cloudimage
 from configdrive.guest.cloudimage import CloudOS, CloudVariant
 from configdrive.guest.image import parse_check_report
 from configdrive.login import Login
+from configdrive.spec import instance_from_mapping
 from configdrive.virt.domain import config_drive_slot
 from configdrive.virt.qemu import pid_alive, qmp_execute, read_pid
 
@@ -429,6 +431,7 @@ def test_cloud_image_boots_from_its_disk_and_configures_from_the_drive(
             time.sleep(1)
         subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw",
                         str(directory / "disk"), str(overlay)], check=True)  # fmt: skip
+        instance = json.loads((directory / "instance.json").read_text())
     finally:
         deleted = _cli("delete", name, "--host-config", str(host))
     assert deleted.returncode == 0, deleted.stderr
@@ -438,7 +441,11 @@ def test_cloud_image_boots_from_its_disk_and_configures_from_the_drive(
     assert str(report["datasource"]).startswith("DataSourceConfigDrive"), report["datasource"]
     assert report["hostname"] == name
     assert report["cloud_init_result"] == [], report["cloud_init_result"]
-    assert "Applying network configuration from fallback" in (report["network_events"] or "")
+    # no networks in the spec: the NIC (configdrive's own MAC for it) came up by cloud-init's
+    # DHCP fallback, with a lease from QEMU's DHCP server (test_boot_network's other cases)
+    mac = instance["spec"]["nic_mac"]
+    assert mac == guest_mac(instance_from_mapping({"name": name, "uuid": instance["uuid"]}))
+    assert_fallback_dhcp(report, mac)
     assert report["system_state"] == "running", report["failed_units"]
     assert "/etc/netplan/50-cloud-init.yaml" in (report["cloud_network"] or "")
     # GRUB found the root by PARTUUID; growroot and x-systemd.growfs grew it to the flavor's disk
