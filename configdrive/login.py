@@ -10,6 +10,17 @@ takes it in between, QEMU fails to start and ``boot`` says so (and cleans up).
 every published comparison quote as "create to SSH". A login is a real one, with the key the
 instance was given, never a TCP connect: sshd listens well before cloud-init has written the
 user's ``authorized_keys``.
+
+The attempts are paced for OpenSSH 9.8 and later (Debian 13 ships 10.0), whose sshd penalises
+a client address for what its connections did (``PerSourcePenalties``, on by default:
+``authfail:5s``, ``noauth:1s``, enforcement once ``min:15s`` has accrued, up to ``max:10m``).
+Every connection through QEMU's user network comes from the same address (its gateway), so a
+poll that fails authentication once a second (sshd up, ``authorized_keys`` not yet written)
+locks the host out after four attempts, for as long as the failures went on: on a slow guest,
+longer than any timeout, long after the key is in place. A refused login therefore waits out
+its own penalty (``AUTHFAIL_PAUSE``) before the next attempt, so the accrued penalty stays
+under enforcement; connections refused before sshd listens cost nothing and are retried every
+``poll`` seconds.
 """
 
 from __future__ import annotations
@@ -24,9 +35,13 @@ from pathlib import Path
 from configdrive.errors import ConfigDriveError
 from configdrive.run import find_tool
 
-__all__ = ["Login", "free_loopback_port", "wait_for_login"]
+__all__ = ["AUTHFAIL_PAUSE", "Login", "free_loopback_port", "pause_after", "wait_for_login"]
 
 Progress = Callable[[str], None]
+
+# sshd's default penalty for a failed authentication (5 s), plus a margin: one such failure per
+# pause never accrues the 15 s that enforcement needs
+AUTHFAIL_PAUSE = 6.0
 
 
 def free_loopback_port() -> int:
@@ -71,6 +86,13 @@ class Login:
         )
 
 
+def pause_after(error: str, poll: float) -> float:
+    """Seconds to wait after a failed attempt that printed ``error`` (ssh's last line)."""
+    if "Permission denied" in error:  # sshd counted an authentication failure against us
+        return max(poll, AUTHFAIL_PAUSE)
+    return poll
+
+
 def wait_for_login(
     login: Login,
     timeout: float,
@@ -111,4 +133,4 @@ def wait_for_login(
             )
         if attempts == 1 or attempts % 30 == 0:
             say(f"ssh: waiting for a login ({last})")
-        time.sleep(poll)
+        time.sleep(min(pause_after(last, poll), max(0.0, deadline - time.monotonic())))
