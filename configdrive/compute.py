@@ -8,6 +8,8 @@ Layout, as nova's libvirt driver keeps it::
     <instances_path>/<uuid>/libvirt.xml      the domain definition
     <instances_path>/<uuid>/console.log      the serial console
     <instances_path>/<uuid>/instance.json    what configdrive needs to list/delete it
+    <instances_path>/<uuid>/spec.json        the instance, as a self-contained spec (update
+                                             rebuilds disk.config from it)
 
 Everything that can be checked is checked before the directory is made; if a later step fails
 the directory (and any domain) is removed again, so no half-made instance is left behind.
@@ -583,6 +585,7 @@ def boot(
             metadata_url=admin.url if admin is not None else None,
         )
         (directory / "instance.json").write_text(record.to_json())
+        write_instance_spec(directory, inst)
         say(f"starting {inst.name} ({backend.kind}, {probe.accel}, {host.machine_type})")
         backend.start(spec)
     except BaseException:
@@ -595,6 +598,25 @@ def boot(
         shutil.rmtree(directory, ignore_errors=True)
         raise
     return record
+
+
+SPEC_FILE = "spec.json"
+
+
+def write_instance_spec(directory: Path, instance: Instance) -> Path:
+    """Store ``instance`` as the self-contained spec ``update`` starts from (atomically;
+    mode 0600: it holds the admin password and the user data)."""
+    from configdrive.service.client import instance_spec
+
+    target = directory / SPEC_FILE
+    tmp = directory / f".{SPEC_FILE}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(instance_spec(instance), f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
+    return target
 
 
 def _spec_dict(spec: GuestSpec) -> dict[str, Any]:

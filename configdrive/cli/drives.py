@@ -366,11 +366,16 @@ def spec_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], Path | Non
         data["user_data_file"] = str(Path(args.user_data).resolve())
     if args.file:
         files = data.get("files") or {}
-        if not isinstance(files, dict):
-            raise SpecError("files", "cannot merge --file into a spec whose files is a list")
         for item in args.file:
             dest, src = pair(item, "file")
-            files[dest] = {"source": str(Path(src).expanduser().resolve())}
+            source = str(Path(src).expanduser().resolve())
+            if isinstance(files, list):  # a list keeps nova's order: the new file goes last
+                files = [f for f in files if not (isinstance(f, dict) and f.get("path") == dest)]
+                files.append({"path": dest, "source": source})
+            elif isinstance(files, dict):
+                files[dest] = {"source": source}
+            else:
+                raise SpecError("files", "must be a mapping or a list to merge --file into")
         data["files"] = files
     if args.meta:
         meta = dict(data.get("meta") or {})

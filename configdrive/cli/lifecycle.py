@@ -1,9 +1,11 @@
-"""`configdrive diff` and `check`: compare drives and specs; check any drive before boot."""
+"""`configdrive update`, `diff` and `check`: change a booted instance's drive, compare drives
+and specs, check any drive before boot."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from configdrive.cli._common import EXIT_FAIL, EXIT_OK, UsageError
@@ -77,8 +79,79 @@ def _mac(text: str) -> str:
     return text.lower()
 
 
+def _update(args: argparse.Namespace) -> int:
+    from configdrive.cli.drives import spec_from_args
+    from configdrive.cli.guests import host_from_args
+    from configdrive.compute import SPEC_FILE, find_instance
+    from configdrive.host import BackendKind
+    from configdrive.lifecycle.boots import EVERY_BOOT, SETTINGS
+    from configdrive.lifecycle.diff import Diff, Side
+    from configdrive.lifecycle.update import apply_update, plan_update
+    from configdrive.virt import get_backend
+
+    if args.spec or args.uuid:
+        raise UsageError(
+            "update starts from the instance's stored spec",
+            hint="give the changes as flags; --instance-id new makes a new uuid",
+        )
+    host = host_from_args(args)
+    record = find_instance(host, args.instance)
+    remove = [k for k, _, v in (m.partition("=") for m in args.meta) if not v]
+    args.meta = [m for m in args.meta if m.partition("=")[2]]
+    args.spec = str(record.path / SPEC_FILE)
+    if not (record.path / SPEC_FILE).is_file():
+        from configdrive.lifecycle.update import stored_spec
+
+        stored_spec(record)  # raises with the hint
+    merged, base = spec_from_args(args)
+    plan = plan_update(host, record, merged, rule=args.instance_id, remove_meta=remove, base=base)
+    before = Side(str(plan.drive), "drive", "", {})
+    after = Side("update", "spec", "", {})
+    print(Diff(before, after, plan.changes).text().replace(
+        f"{plan.drive} and update hold the same files", "no change to the drive"
+    ))  # fmt: skip
+    for warning in plan.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if args.instance_id == "keep":
+        for entry in EVERY_BOOT:
+            names = ", ".join(SETTINGS.get(m, m) for m in entry.modules if m in SETTINGS)
+            print(
+                f"cloud-init {entry.version} ({entry.distribution}) applies again at boot: {names}"
+            )
+    if args.dry_run or not plan.changes:
+        return EXIT_OK
+    backend = get_backend(host.with_(backend=BackendKind(record.backend)))
+    running = backend.is_running(record.guest_spec())
+    how = apply_update(plan, running=running)
+    print(f"updated {plan.drive}: {len(plan.changes)} file(s); {how}")
+    return EXIT_OK
+
+
 def register(sub: Any) -> None:
-    """Add the `diff` and `check` verbs to the top-level subparsers."""
+    """Add the `update`, `diff` and `check` verbs to the top-level subparsers."""
+    from configdrive.cli.drives import add_instance_args
+    from configdrive.cli.guests import add_host_args
+
+    u = sub.add_parser(
+        "update",
+        help="rebuild a booted instance's config drive with changed metadata",
+        description=(
+            "Rebuild INSTANCE's disk.config from its stored spec plus the changes given "
+            "(--user-data, --key-name/--key-file, --meta KEY=VALUE or KEY= to remove, --file, "
+            "--nic, --vendor-data, …), keeping everything else (injected files, admin "
+            "password, uuid). A running guest's CD-ROM medium is swapped. --instance-id keep "
+            "(default): cloud-init applies again only its every-boot modules; new: a new uuid, "
+            "so every per-instance module runs again (host keys included). --dry-run prints "
+            "the diff."
+        ),
+    )
+    u.add_argument("instance", metavar="INSTANCE", help="the instance's name or uuid")
+    add_instance_args(u)
+    add_host_args(u)
+    u.add_argument("--instance-id", choices=["keep", "new"], default="keep")
+    u.add_argument("--dry-run", action="store_true", help="print the diff; change nothing")
+    u.set_defaults(handler=_update)
+
     c = sub.add_parser(
         "check",
         help="pre-flight: check any config drive or NoCloud seed before a guest boots from it",
