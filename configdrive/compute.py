@@ -98,6 +98,7 @@ class BootImage:
     drivers: Mapping[str, str] | None = None
     kernel_version: str = ""
     login_user: str | None = None  # the image's default cloud-init user (manifest "login_user")
+    cloud_init: str = ""  # the guest's cloud-init package version (manifest "packages"), if known
 
     def kernel_for(self, machine: str) -> tuple[Path | None, Path | None]:
         if "q35" in machine and self.kernel_generic is not None:
@@ -170,6 +171,7 @@ def load_image(ref: str | os.PathLike[str]) -> BootImage:
             drivers=_drivers(data.get("drivers"), manifest),
             kernel_version=str(data.get("kernel_version", "")),
             login_user=str(data["login_user"]) if data.get("login_user") else None,
+            cloud_init=_package(data, "cloud-init"),
         )
         for part in (image.kernel, image.initrd, image.kernel_generic, image.initrd_generic):
             if part is not None and not part.is_file():
@@ -178,6 +180,12 @@ def load_image(ref: str | os.PathLike[str]) -> BootImage:
     if path.is_file():
         return BootImage(disk=path, key=f"{path.stat().st_ino:x}-{path.stat().st_size:x}")
     raise SpecError("image", f"no image at {path}", hint="build one with `configdrive image build`")
+
+
+def _package(manifest: Mapping[str, Any], name: str) -> str:
+    packages = manifest.get("packages")
+    version = packages.get(name) if isinstance(packages, dict) else None
+    return version if isinstance(version, str) else ""
 
 
 def _drivers(value: object, manifest: Path) -> dict[str, str] | None:
@@ -282,6 +290,8 @@ class InstanceRecord:
     created: str
     spec: dict[str, Any]
     metadata_url: str | None = None  # the admin API it was registered with, if any
+    cloud_init: str = ""  # the guest image's cloud-init version, if its manifest says
+    warnings: list[str] = field(default_factory=list)  # what boot warned about
 
     @property
     def drive_path(self) -> Path | None:
@@ -520,11 +530,13 @@ def boot(
             ]
         )
         drive: Path | None = None
+        warnings: list[str] = []
         if drive_needed:
             drive = directory / "disk.config"
             result = build(inst, drive, fmt, options=host.render_options())
             os.chmod(drive, 0o644)  # read by the hypervisor's user; nova leaves it 0644 too
             say(f"config drive: {drive} ({fmt}, {result.size} bytes)")
+            warnings += _nic_warnings(drive, [guest_mac(inst)] if user_net is not None else [])
         console = directory / "console.log"
         console.touch(mode=0o644)
         nvram: Path | None = None
@@ -583,6 +595,8 @@ def boot(
             created=datetime.now(UTC).isoformat(timespec="seconds"),
             spec=_spec_dict(spec),
             metadata_url=admin.url if admin is not None else None,
+            cloud_init=request.image.cloud_init,
+            warnings=warnings,
         )
         (directory / "instance.json").write_text(record.to_json())
         write_instance_spec(directory, inst)
@@ -617,6 +631,15 @@ def write_instance_spec(directory: Path, instance: Instance) -> Path:
         os.fsync(f.fileno())
     os.replace(tmp, target)
     return target
+
+
+def _nic_warnings(drive: Path, macs: list[str]) -> list[str]:
+    """check's network rules on the drive against the guest's NICs (``macs``): a described
+    port with no NIC (cloud-init waits for it), a NIC no link describes (left unconfigured)."""
+    from configdrive.lifecycle.check import check_drive
+
+    report = check_drive(drive, macs=macs)
+    return [f.message for f in report.findings if f.rule == "network"]
 
 
 def _spec_dict(spec: GuestSpec) -> dict[str, Any]:

@@ -193,7 +193,8 @@ def test_guest_applies_the_seed_example(guests: dict[str, Guest], case: str) -> 
     assert guest.record["accelerator"] in ("tcg", "kvm")
     directory = Path(guest.record["path"])
     assert sorted(p.name for p in directory.iterdir() if p.name != "qmp.sock" and p.name != "qemu.pid") == [
-        "console.log", "disk", "disk.config", "instance.json", "libvirt.xml"]  # fmt: skip
+        "console.log", "disk", "disk.config", "instance.json", "libvirt.xml",
+        "spec.json"]  # fmt: skip
     assert directory.name == guest.uuid == guest.record["uuid"]
     assert f"<name>instance-{guest.uuid}</name>" in (directory / "libvirt.xml").read_text()
 

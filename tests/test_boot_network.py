@@ -215,6 +215,7 @@ def test_described_port_comes_up_as_the_spec_says(
     networks = [{"mac": PORT_MAC, "subnets": [subnet]}]
     report, record = boot_and_report(work, image, fmt, name, networks)
     assert record["spec"]["nic_mac"] == PORT_MAC
+    assert record["warnings"] == []  # boot's NIC check: the port is the guest's NIC
     assert str(report["datasource"]).startswith(datasource), report["datasource"]
     assert report["cloud_init_result"] == []
     assert "Applying network configuration from ds" in (report["network_events"] or ""), report[
@@ -232,3 +233,28 @@ def test_described_port_comes_up_as_the_spec_says(
         routes = (report["net_route"] or "").split("\n")
         default = f"default via {subnet['gateway']} dev {ifname}"
         assert any(r.startswith(default) for r in routes), routes
+
+
+def test_boot_warns_of_a_described_port_the_guest_has_no_nic_for(vm_dir: Path) -> None:
+    """check's MAC rule, run by boot: a port with no NIC (``--guest-net none``) is one
+    cloud-init would wait for. (The guest is deleted as soon as it has started.)"""
+    work = vm_dir / "nonic"
+    work.mkdir()
+    host = work / "host.conf"
+    host.write_text(
+        f"[DEFAULT]\ninstances_path = {work / 'instances'}\n[configdrive]\nbackend = qemu\n"
+    )
+    spec = work / "spec.json"
+    spec.write_text(json.dumps({"name": "nonic", "networks": [{"mac": PORT_MAC}]}))
+    image = build_image(ImageVariant.TUNED)
+    proc = cli("boot", "nonic", "--spec", str(spec), "--image", str(image.directory),
+               "--config-drive", "true", "--host-config", str(host), "--json")  # fmt: skip
+    try:
+        assert proc.returncode == 0, proc.stderr
+        record = json.loads(proc.stdout)
+        assert record["warnings"] == [
+            f"the drive describes {PORT_MAC}, which no NIC of the guest has"
+        ], record
+        assert f"warning: the drive describes {PORT_MAC}" in proc.stderr
+    finally:
+        cli("delete", "nonic", "--host-config", str(host))

@@ -357,6 +357,8 @@ def cmd_boot(args: argparse.Namespace) -> int:
     )  # fmt: skip
     started = time.monotonic()
     record = boot(request, host, progress=_progress(args))
+    for warning in record.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     running = time.monotonic()  # boot returns once the guest has been started
     result: dict[str, Any] = {
         "name": record.name,
@@ -367,6 +369,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
         "machine": record.machine,
         "config_drive": record.config_drive,
         "metadata_url": record.metadata_url,
+        "warnings": record.warnings,
     }
     port = record.spec.get("ssh_port")
     if port is not None:

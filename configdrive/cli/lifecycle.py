@@ -83,47 +83,81 @@ def _update(args: argparse.Namespace) -> int:
     from configdrive.cli.drives import spec_from_args
     from configdrive.cli.guests import host_from_args
     from configdrive.compute import SPEC_FILE, find_instance
-    from configdrive.host import BackendKind
-    from configdrive.lifecycle.boots import EVERY_BOOT, SETTINGS
+    from configdrive.lifecycle.boots import EVERY_BOOT, SETTINGS, every_boot
     from configdrive.lifecycle.diff import Diff, Side
-    from configdrive.lifecycle.update import apply_update, plan_update
-    from configdrive.virt import get_backend
+    from configdrive.lifecycle.power import backend_of
+    from configdrive.lifecycle.update import apply_update, plan_update, stored_spec
 
     if args.spec or args.uuid:
         raise UsageError(
-            "update starts from the instance's stored spec",
-            hint="give the changes as flags; --instance-id new makes a new uuid",
+            "update starts from the instance's stored spec, with its uuid",
+            hint="give the changes as flags; --instance-id new gives the guest a new one",
         )
     host = host_from_args(args)
     record = find_instance(host, args.instance)
+    stored_spec(record)  # the spec boot stored, or an error naming what is missing
     remove = [k for k, _, v in (m.partition("=") for m in args.meta) if not v]
     args.meta = [m for m in args.meta if m.partition("=")[2]]
     args.spec = str(record.path / SPEC_FILE)
-    if not (record.path / SPEC_FILE).is_file():
-        from configdrive.lifecycle.update import stored_spec
-
-        stored_spec(record)  # raises with the hint
     merged, base = spec_from_args(args)
     plan = plan_update(host, record, merged, rule=args.instance_id, remove_meta=remove, base=base)
-    before = Side(str(plan.drive), "drive", "", {})
-    after = Side("update", "spec", "", {})
-    print(Diff(before, after, plan.changes).text().replace(
-        f"{plan.drive} and update hold the same files", "no change to the drive"
-    ))  # fmt: skip
+    try:
+        entries = [every_boot(record.cloud_init.split("-")[0])] if record.cloud_init else []
+    except KeyError:  # a version the table does not hold: say what each supported one does
+        entries = []
+    entries = entries or list(EVERY_BOOT)
+    again = {
+        f"{e.version} ({e.distribution})": [SETTINGS.get(m, m) for m in e.modules if m in SETTINGS]
+        for e in entries
+    }
+    diff = Diff(Side(str(plan.drive), "drive", "", {}), Side("update", "spec", "", {}),
+                plan.changes)  # fmt: skip
+    how = ""
+    if not args.dry_run and plan.changes:
+        how = apply_update(plan, backend_of(host, record))
+    if args.json:
+        print(json.dumps({
+            "instance": record.name, "drive": str(plan.drive), "uuid": plan.after.uuid,
+            "instance_id": args.instance_id, "dry_run": args.dry_run,
+            "changed": bool(plan.changes), "diff": diff.to_json(), "applied": how or None,
+            "every_boot": again if args.instance_id == "keep" else None,
+            "warnings": list(plan.warnings),
+        }, indent=2))  # fmt: skip
+        return EXIT_OK
     for warning in plan.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    if args.instance_id == "keep":
-        for entry in EVERY_BOOT:
-            names = ", ".join(SETTINGS.get(m, m) for m in entry.modules if m in SETTINGS)
-            print(
-                f"cloud-init {entry.version} ({entry.distribution}) applies again at boot: {names}"
-            )
-    if args.dry_run or not plan.changes:
+    if not plan.changes:
+        print(f"{record.name}: no change to {plan.drive}")
         return EXIT_OK
-    backend = get_backend(host.with_(backend=BackendKind(record.backend)))
-    running = backend.is_running(record.guest_spec())
-    how = apply_update(plan, running=running)
-    print(f"updated {plan.drive}: {len(plan.changes)} file(s); {how}")
+    print(diff.text())
+    if args.instance_id == "keep":
+        for version, names in again.items():
+            print(f"cloud-init {version} applies again at boot: {', '.join(names)}")
+    if args.dry_run:
+        print(f"dry run: {plan.drive} not changed")
+    else:
+        print(f"updated {plan.drive} ({len(plan.changes)} file(s) changed): {how}")
+    return EXIT_OK
+
+
+def _start(args: argparse.Namespace) -> int:
+    from configdrive.cli.guests import _progress, host_from_args
+    from configdrive.lifecycle.power import start
+
+    record = start(host_from_args(args), args.instance, progress=_progress(args))
+    print(f"started {record.name} {record.uuid}")
+    return EXIT_OK
+
+
+def _stop(args: argparse.Namespace) -> int:
+    from configdrive.cli.guests import _progress, host_from_args
+    from configdrive.lifecycle.power import stop
+
+    if args.timeout < 0:
+        raise UsageError("timeout: must be 0 or more seconds")
+    record = stop(host_from_args(args), args.instance, timeout=args.timeout, force=args.force,
+                  progress=_progress(args))  # fmt: skip
+    print(f"stopped {record.name} {record.uuid}")
     return EXIT_OK
 
 
@@ -148,9 +182,43 @@ def register(sub: Any) -> None:
     u.add_argument("instance", metavar="INSTANCE", help="the instance's name or uuid")
     add_instance_args(u)
     add_host_args(u)
-    u.add_argument("--instance-id", choices=["keep", "new"], default="keep")
+    u.add_argument(
+        "--instance-id",
+        choices=["keep", "new"],
+        default="keep",
+        help="keep (default): the guest's cloud-init applies again only what it runs every "
+        "boot; new: a new instance-id, so every per-instance module runs again",
+    )
     u.add_argument("--dry-run", action="store_true", help="print the diff; change nothing")
+    u.add_argument("--json", action="store_true", help="machine-readable output")
     u.set_defaults(handler=_update)
+
+    st = sub.add_parser(
+        "start",
+        help="boot a stopped instance again (same disk, its drive as it is now)",
+        description="Boot the stopped instance INSTANCE again from its instance directory: "
+        "the same disk and UEFI variables, and disk.config as it is now. The previous boot's "
+        "console is kept as console.log.1.",
+    )
+    st.add_argument("instance", metavar="INSTANCE", help="the instance's name or uuid")
+    add_host_args(st)
+    st.set_defaults(handler=_start)
+    sp = sub.add_parser(
+        "stop",
+        help="shut an instance's guest down (ACPI), keeping the instance",
+        description="Press INSTANCE's ACPI power button and wait for the guest to power off. "
+        "The instance stays: `configdrive start` boots it again.",
+    )
+    sp.add_argument("instance", metavar="INSTANCE", help="the instance's name or uuid")
+    add_host_args(sp)
+    sp.add_argument("--timeout", type=float, default=120,
+                    help="seconds to wait for the guest to power off (default 120)")  # fmt: skip
+    sp.add_argument(
+        "--force",
+        action="store_true",
+        help="pull the plug if it has not powered off by then (--timeout 0: at once)",
+    )
+    sp.set_defaults(handler=_stop)
 
     c = sub.add_parser(
         "check",

@@ -1,5 +1,5 @@
-"""An instance's drive after creation: compare drives and specs (``diff``), check any drive
-before boot (``check``); updates join here."""
+"""An instance after creation: update its drive (``update``), stop and start its guest
+(``power``), compare drives and specs (``diff``), check any drive before boot (``check``)."""
 
 from __future__ import annotations
 
@@ -26,8 +26,18 @@ from configdrive.lifecycle.diff import (
     load_side,
 )
 from configdrive.lifecycle.patch import PatchResult, patch_network
+from configdrive.lifecycle.power import PowerError, start, stop
+from configdrive.lifecycle.update import (
+    CACHED_CONFIG_DRIVE,
+    UpdateError,
+    UpdatePlan,
+    apply_update,
+    plan_update,
+    stored_spec,
+)
 
 __all__ = [
+    "CACHED_CONFIG_DRIVE",
     "EVERY_BOOT",
     "IGNORED_KEYS",
     "PLATFORM_USER_DATA_LIMITS",
@@ -41,8 +51,12 @@ __all__ = [
     "Finding",
     "KeyChange",
     "PatchResult",
+    "PowerError",
     "SchemaJudge",
     "Side",
+    "UpdateError",
+    "UpdatePlan",
+    "apply_update",
     "check_drive",
     "diff_json",
     "diff_paths",
@@ -51,4 +65,8 @@ __all__ = [
     "find_cloud_init",
     "load_side",
     "patch_network",
+    "plan_update",
+    "start",
+    "stop",
+    "stored_spec",
 ]

@@ -21,7 +21,6 @@ The first-boot rule is explicit:
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid as _uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,12 +30,12 @@ from typing import Any
 from configdrive.builder import render_for
 from configdrive.compute import SPEC_FILE, InstanceRecord, write_instance_spec
 from configdrive.drive import DriveFormat, read_drive, write_drive
-from configdrive.errors import ConfigDriveError, SpecError
+from configdrive.errors import SpecError
 from configdrive.host import HostConfig
 from configdrive.lifecycle.diff import FileChange, diff_trees
 from configdrive.model import Instance
 from configdrive.spec import instance_from_mapping
-from configdrive.virt.domain import config_drive_slot
+from configdrive.virt import Backend
 
 __all__ = [
     "InstanceIdRule",
@@ -51,8 +50,21 @@ InstanceIdRule = str  # "keep" | "new"
 RULES = ("keep", "new")
 
 
-class UpdateError(ConfigDriveError):
-    """An update that cannot be made; nothing was changed."""
+# cloud-init's ConfigDrive datasource (every supported version) trusts its cached copy of the
+# drive at boot when the instance-id is the guest's DMI system-uuid (check_instance_id), and
+# nova's guests and configdrive's have exactly that; NoCloud finds no instance-id in its seed
+# directories, so it reads its drive again on every boot.
+CACHED_CONFIG_DRIVE = (
+    "--instance-id keep on a config-2 drive: the guest's cloud-init restores its cached copy of "
+    "the drive at boot (the instance-id is its DMI system-uuid), so this update reaches it "
+    "once that cache is gone: in the guest, `sudo rm /var/lib/cloud/instance/obj.pkl` before "
+    "the reboot (no per-instance module runs again)"
+)
+
+
+class UpdateError(SpecError):
+    """An update asked of an instance that cannot take it (bad input: exit 2); nothing was
+    changed."""
 
 
 @dataclass(frozen=True)
@@ -79,11 +91,12 @@ def stored_spec(record: InstanceRecord) -> dict[str, Any]:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise UpdateError(
-            f"instance {record.name} has no stored spec ({path})",
+            "instance",
+            f"{record.name} has no stored spec ({path})",
             hint="it was booted by an older configdrive; boot it again to update it later",
         ) from None
     if not isinstance(data, dict):
-        raise UpdateError(f"{path} does not hold a spec mapping")
+        raise UpdateError("instance", f"{path} does not hold a spec mapping")
     return data
 
 
@@ -101,7 +114,8 @@ def plan_update(
         raise SpecError("instance_id", f"must be one of {', '.join(RULES)}")
     if record.config_drive is None:
         raise UpdateError(
-            f"instance {record.name} has no config drive to update",
+            "instance",
+            f"{record.name} has no config drive to update",
             hint="its metadata comes from the metadata service: register it again there",
         )
     before = instance_from_mapping(stored_spec(record))
@@ -122,56 +136,28 @@ def plan_update(
             "runs every per-instance module again at its next boot, and regenerates its SSH "
             "host keys unless the user data sets ssh_deletekeys: false"
         )
+    elif fmt is not DriveFormat.NOCLOUD:
+        warnings.append(CACHED_CONFIG_DRIVE)
     return UpdatePlan(record, before, after, tree, diff_trees(current, tree), rule, tuple(warnings))
 
 
-def apply_update(plan: UpdatePlan, *, running: bool, domain: str | None = None) -> str:
-    """Write the plan's drive and spec (atomically), and swap a running guest's medium.
-    Returns how the guest gets the new drive."""
+def apply_update(plan: UpdatePlan, backend: Backend) -> str:
+    """Write the plan's drive and spec (each atomically), and swap a running guest's CD-ROM
+    medium. Returns how the guest gets the new drive."""
     fmt = DriveFormat(plan.record.config_drive or "iso9660")
+    guest = plan.record.guest_spec()
+    running = backend.is_running(guest)
     write_drive(plan.tree, plan.drive, fmt, force=True)
-    plan.drive.chmod(0o644)
+    plan.drive.chmod(0o644)  # QEMU may run as another user (libvirt-qemu)
     write_instance_spec(plan.record.path, plan.after)
     if not running:
         return "the guest is stopped: it reads the new drive when it starts"
-    if fmt.filesystem.value != "iso9660":
+    if guest.config_drive_vfat:
         return (
             "a VFAT drive is a disk, whose medium cannot be swapped: the guest reads the new "
-            "drive after a restart"
+            "drive after it is stopped and started again"
         )
-    guest = plan.record.guest_spec()
-    slot = config_drive_slot(
-        guest.machine, guest.config_drive_vfat, cdrom_bus=guest.cdrom_bus, disk_bus=guest.disk_bus
-    )
-    device = slot.dev  # the qdev id and the libvirt target name alike
-    if plan.record.backend == "libvirt":
-        target = device or _libvirt_cdrom(domain or plan.record.uuid)
-        run = subprocess.run(
-            ["virsh", "-c", "qemu:///system", "change-media", domain or plan.record.uuid,
-             target, str(plan.drive), "--update", "--live"],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        if run.returncode != 0:
-            raise UpdateError(f"virsh change-media failed: {run.stderr.strip()}")
-        return f"swapped the CD-ROM's medium ({target}) with libvirt change-media"
-    from configdrive.virt.qemu import qmp_execute
-
-    socket = plan.record.path / "qmp.sock"
-    qmp_execute(
-        socket,
-        "blockdev-change-medium",
-        {"id": device, "filename": str(plan.drive), "format": "raw"},
-    )
-    return "swapped the CD-ROM's medium with QMP blockdev-change-medium"
-
-
-def _libvirt_cdrom(domain: str) -> str:
-    run = subprocess.run(
-        ["virsh", "-c", "qemu:///system", "domblklist", domain, "--details"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    for line in run.stdout.splitlines():
-        parts = line.split()
-        if len(parts) >= 3 and parts[1] == "cdrom":
-            return parts[2]
-    raise UpdateError(f"domain {domain} has no CD-ROM to swap the medium of")
+    # the running QEMU still holds the replaced file open: give it the new one
+    backend.change_medium(guest, plan.drive)
+    how = "libvirt" if backend.kind.value == "libvirt" else "QMP blockdev-change-medium"
+    return f"swapped the running guest's CD-ROM medium ({how})"

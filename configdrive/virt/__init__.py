@@ -7,6 +7,7 @@ The pure builders live in :mod:`configdrive.virt.domain`.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 from configdrive.host import BackendKind, HostConfig
@@ -30,6 +31,15 @@ class Backend(Protocol):
         """Define (where applicable) and start the guest."""
 
     def is_running(self, spec: GuestSpec) -> bool: ...
+
+    def shutdown(self, spec: GuestSpec) -> None:
+        """Press the guest's ACPI power button (the guest shuts itself down)."""
+
+    def power_off(self, spec: GuestSpec) -> None:
+        """Stop the guest at once (pull the plug), keeping its definition."""
+
+    def change_medium(self, spec: GuestSpec, path: Path) -> None:
+        """Swap the running guest's config-drive CD-ROM medium for ``path``."""
 
     def destroy(self, spec: GuestSpec) -> None:
         """Stop the guest (if running) and forget its definition. Never raises if absent."""

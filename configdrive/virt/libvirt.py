@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import xml.etree.ElementTree as ET
+from pathlib import Path
 from typing import Any
 
 from configdrive.errors import ConfigDriveError
@@ -82,3 +84,43 @@ class LibvirtBackend:
                 dom.destroy()
         with contextlib.suppress(libvirt.libvirtError):
             dom.undefine()
+
+    def shutdown(self, spec: GuestSpec) -> None:
+        libvirt = _libvirt()
+        dom = self._lookup(spec)
+        if dom is None or not dom.isActive():
+            return
+        try:
+            dom.shutdown()
+        except libvirt.libvirtError as exc:
+            raise ConfigDriveError(
+                f"libvirt could not shut {spec.name} down: {exc.get_error_message()}"
+            ) from None
+
+    def power_off(self, spec: GuestSpec) -> None:
+        libvirt = _libvirt()
+        dom = self._lookup(spec)
+        with contextlib.suppress(libvirt.libvirtError):
+            if dom is not None and dom.isActive():
+                dom.destroy()  # libvirt's word for pulling the plug; the definition stays
+
+    def change_medium(self, spec: GuestSpec, path: Path) -> None:
+        libvirt = _libvirt()
+        dom = self._lookup(spec)
+        if dom is None or not dom.isActive():
+            raise ConfigDriveError(f"{spec.name} is not running: there is no medium to swap")
+        # the CD-ROM's own <disk> element from the definition, with the new source
+        cdroms = [d for d in ET.fromstring(domain_xml(spec)).iter("disk")
+                  if d.get("device") == "cdrom"]  # fmt: skip
+        if not cdroms:
+            raise ConfigDriveError(f"{spec.name}'s config drive is not a CD-ROM")
+        source = cdroms[0].find("source")
+        assert source is not None
+        source.set("file", str(path))
+        flags = libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_AFFECT_CONFIG
+        try:
+            dom.updateDeviceFlags(ET.tostring(cdroms[0], encoding="unicode"), flags)
+        except libvirt.libvirtError as exc:
+            raise ConfigDriveError(
+                f"libvirt could not swap {spec.name}'s CD-ROM medium: {exc.get_error_message()}"
+            ) from None

@@ -14,7 +14,7 @@ from typing import Any
 from configdrive.errors import ConfigDriveError
 from configdrive.host import BackendKind
 from configdrive.run import find_tool, run
-from configdrive.virt.domain import GuestSpec, domain_xml, qemu_argv
+from configdrive.virt.domain import GuestSpec, config_drive_slot, domain_xml, qemu_argv
 
 __all__ = ["QemuBackend", "pid_alive", "qmp_execute", "read_pid"]
 
@@ -67,6 +67,36 @@ class QemuBackend:
     def is_running(self, spec: GuestSpec) -> bool:
         pid = read_pid(spec.pidfile) if spec.pidfile else None
         return pid is not None and pid_alive(pid)
+
+    def shutdown(self, spec: GuestSpec) -> None:
+        if not self.is_running(spec):
+            return
+        qmp_execute(self._qmp(spec), "system_powerdown")
+
+    def power_off(self, spec: GuestSpec) -> None:
+        self.destroy(spec)  # plain QEMU keeps no definition: destroying only stops it
+
+    def change_medium(self, spec: GuestSpec, path: Path) -> None:
+        if not self.is_running(spec):
+            raise ConfigDriveError(f"{spec.name} is not running: there is no medium to swap")
+        if spec.config_drive is None or spec.config_drive_vfat:
+            raise ConfigDriveError(f"{spec.name}'s config drive is not a CD-ROM")
+        # the CD-ROM device's qdev id is its slot's target name (domain._cdrom_device); QEMU
+        # opens the tray (forcing a guest's lock), inserts the new file and closes it
+        device = config_drive_slot(
+            spec.machine, False, cdrom_bus=spec.cdrom_bus, disk_bus=spec.disk_bus
+        ).dev
+        qmp_execute(
+            self._qmp(spec),
+            "blockdev-change-medium",
+            {"id": device, "filename": str(path), "format": "raw", "read-only-mode": "read-only"},
+        )
+
+    @staticmethod
+    def _qmp(spec: GuestSpec) -> Path:
+        if spec.qmp_socket is None:
+            raise ConfigDriveError(f"{spec.name} has no QMP socket to control it by")
+        return spec.qmp_socket
 
     def destroy(self, spec: GuestSpec) -> None:
         pid = read_pid(spec.pidfile) if spec.pidfile else None
