@@ -245,7 +245,10 @@ def test_boot_warns_of_a_described_port_the_guest_has_no_nic_for(vm_dir: Path) -
         f"[DEFAULT]\ninstances_path = {work / 'instances'}\n[configdrive]\nbackend = qemu\n"
     )
     spec = work / "spec.json"
-    spec.write_text(json.dumps({"name": "nonic", "networks": [{"mac": PORT_MAC}]}))
+    # (a port needs a subnet to be described: nova leaves a port without one out of
+    # network_data.json, and check then reports the empty description instead)
+    port = {"mac": PORT_MAC, "subnets": [DHCP_PORT]}
+    spec.write_text(json.dumps({"name": "nonic", "networks": [port]}))
     image = build_image(ImageVariant.TUNED)
     proc = cli("boot", "nonic", "--spec", str(spec), "--image", str(image.directory),
                "--config-drive", "true", "--host-config", str(host), "--json")  # fmt: skip

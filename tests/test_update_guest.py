@@ -86,6 +86,7 @@ def outage() -> Iterator[tuple[int, type[Outage]]]:
     thread.start()
     yield server.server_address[1], Outage
     server.shutdown()
+    server.server_close()
 
 
 @pytest.fixture
@@ -97,7 +98,8 @@ def work() -> Iterator[Path]:
 
 
 def sh(login: Login, command: str) -> str:
-    proc = login.run(["sh", "-c", command], timeout=120)
+    # ssh hands the remote shell its arguments joined by spaces: give it the command whole
+    proc = login.run([command], timeout=120)
     assert proc.returncode == 0, (command, proc.stderr)
     return proc.stdout.strip()
 
@@ -218,4 +220,50 @@ def test_update_keep_and_new_and_a_reboot_through_a_metadata_outage(
         assert fourth["role"] == "cache"
     finally:
         deleted = cli("delete", "life", *hc)
+    assert deleted.returncode == 0, deleted.stderr
+
+
+def _open_drives(uuid: str) -> list[str]:
+    """The config drives the guest's QEMU process holds open (``/proc/PID/fd`` targets; a
+    replaced file shows as ``… (deleted)``)."""
+    found = subprocess.run(["pgrep", "-f", "--", f"-uuid {uuid}"], capture_output=True, text=True)
+    pids = found.stdout.split()
+    assert len(pids) == 1, found
+    fds = Path("/proc") / pids[0] / "fd"
+    targets = []
+    for fd in fds.iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if "disk.config" in target:
+            targets.append(target)
+    return targets
+
+
+@pytest.mark.parametrize("backend", ["qemu", "libvirt"])
+def test_update_swaps_a_running_guests_medium(
+    backend: str, tuned_image: Any, libvirtd: str, work: Path
+) -> None:
+    """Host side, on both backends: after update, the running QEMU holds the new drive file,
+    not the replaced one. (The guest's side is the test above.)"""
+    host = work / "host.conf"
+    host.write_text(
+        f"[DEFAULT]\ninstances_path = {work / 'instances'}\nforce_config_drive = true\n"
+        f"[configdrive]\nbackend = {backend}\n"
+    )
+    hc = ("--host-config", str(host))
+    proc = cli("boot", "swap", "--image", str(tuned_image.directory), *hc, "--json")
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    drive = Path(record["path"]) / "disk.config"
+    try:
+        assert _open_drives(record["uuid"]) == [str(drive)]
+        upd = cli("update", "swap", "--meta", "role=db", *hc)
+        assert upd.returncode == 0, upd.stderr
+        assert "swapped the running guest's CD-ROM medium" in upd.stdout, upd.stdout
+        assert _open_drives(record["uuid"]) == [str(drive)]  # the new file, not "(deleted)"
+        assert b'"role": "db"' in drive.read_bytes()
+    finally:
+        deleted = cli("delete", "swap", *hc)
     assert deleted.returncode == 0, deleted.stderr

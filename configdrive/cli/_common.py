@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
+import sys
+from collections.abc import Callable
 
 from configdrive.errors import ConfigDriveError, SpecError
 
@@ -15,6 +18,7 @@ __all__ = [
     "UsageError",
     "missing_extra",
     "pair",
+    "progress",
     "require_extra",
 ]
 
@@ -61,6 +65,13 @@ class MissingExtra(ConfigDriveError):
 # What each extra's verbs cannot start without (uvloop is used when present; psycopg only for a
 # PostgreSQL store, reported by :func:`missing_extra` when it is first imported).
 REQUIRED = {"service": "aiohttp", "bench": "matplotlib", "virt": "libvirt"}
+
+
+def progress(args: argparse.Namespace) -> Callable[[str], None] | None:
+    """Where a long command reports its steps: stderr as ``-- step``, or nowhere under --json."""
+    if getattr(args, "json", False):
+        return None
+    return lambda message: print(f"-- {message}", file=sys.stderr, flush=True)
 
 
 def require_extra(extra: str, what: str) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from configdrive.benchmark import MODES, Mode
-from configdrive.cli._common import EXIT_OK, UsageError, pair, require_extra
+from configdrive.cli._common import EXIT_OK, UsageError, pair, progress, require_extra
 from configdrive.cli.drives import add_instance_args, limits_from_args, spec_from_args
 from configdrive.drive import DriveFormat
 from configdrive.errors import ConfigDriveError, SpecError
@@ -20,12 +20,6 @@ from configdrive.spec import instance_from_mapping
 from configdrive.virt.domain import Firmware, GuestFwd
 
 __all__ = ["register"]
-
-
-def _progress(args: argparse.Namespace) -> Any:
-    if getattr(args, "json", False):
-        return None
-    return lambda message: print(f"-- {message}", file=sys.stderr, flush=True)
 
 
 def add_host_args(p: argparse.ArgumentParser) -> None:
@@ -356,7 +350,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
         ssh=args.ssh or waits_ssh,
     )  # fmt: skip
     started = time.monotonic()
-    record = boot(request, host, progress=_progress(args))
+    record = boot(request, host, progress=progress(args))
     for warning in record.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     running = time.monotonic()  # boot returns once the guest has been started
@@ -379,7 +373,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
         user = args.login_user or image.login_user or "debian"
         try:
             login = wait_for_ssh(record, host, identity, user, args.timeout,
-                                 progress=_progress(args))  # fmt: skip
+                                 progress=progress(args))  # fmt: skip
         except ConfigDriveError as exc:
             raise ConfigDriveError(
                 f"{exc}; the console's last line: {_last_line(record.console_text())}",
@@ -441,7 +435,7 @@ def _bench_cloud(args: argparse.Namespace, firmware: str, runs: int) -> int:
     out = Path(args.output)
     if out == Path("docs/benchmarks"):  # the default: one folder per release and firmware
         out = out / f"cloud-{os_}-{firmware}"
-    doc = run_cloud_benchmark(os_, firmware, modes, runs, out, progress=_progress(args))
+    doc = run_cloud_benchmark(os_, firmware, modes, runs, out, progress=progress(args))
     summary = doc["summary"]
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -537,7 +531,7 @@ def cmd_console(args: argparse.Namespace) -> int:
 def cmd_delete(args: argparse.Namespace) -> int:
     from configdrive.compute import delete
 
-    record = delete(host_from_args(args), args.instance, progress=_progress(args))
+    record = delete(host_from_args(args), args.instance, progress=progress(args))
     print(f"deleted {record.name} {record.uuid} ({record.path})")
     return EXIT_OK
 
@@ -560,7 +554,7 @@ def cmd_image_build(args: argparse.Namespace) -> int:
         if variant not in KERNEL_VARIANTS:
             raise UsageError(f"variant: {variant} is for --boot bios|uefi; --boot kernel takes "
                              f"{', '.join(KERNEL_VARIANTS)}")  # fmt: skip
-        image = build_image(ImageVariant(variant), cache, progress=_progress(args))
+        image = build_image(ImageVariant(variant), cache, progress=progress(args))
         directory, key, manifest = image.qcow2.parent, image.key, image.qcow2.parent
         qcow2 = image.qcow2
     else:
@@ -579,7 +573,7 @@ def cmd_image_build(args: argparse.Namespace) -> int:
         if args.skip and variant != "fast":
             raise UsageError(f"skip: only --variant fast has steps to skip, not {variant}")
         cloud = build_cloud_image(CloudOS(args.os), CloudVariant(variant), cache,
-                                  skip=tuple(args.skip), progress=_progress(args))  # fmt: skip
+                                  skip=tuple(args.skip), progress=progress(args))  # fmt: skip
         directory, key, qcow2 = cloud.directory, cloud.key, cloud.qcow2
         manifest = cloud.manifest(args.boot)
     if args.json:
@@ -615,7 +609,7 @@ def cmd_tune_image(args: argparse.Namespace) -> int:
         disable_pollinate=not (args.keep_pollinate or "pollinate" in args.skip),
         steps=steps,
     )
-    result = tune_image(image, settings, dry_run=args.dry_run, progress=_progress(args))
+    result = tune_image(image, settings, dry_run=args.dry_run, progress=progress(args))
     if args.json:
         print(
             json.dumps(
@@ -666,7 +660,7 @@ def cmd_bench_storm(args: argparse.Namespace) -> int:
     if k < 1:
         raise UsageError("guests: must be at least 1")
     out = Path(args.output)
-    doc = run_storm(modes, k, out, seed_spec=_seed_spec(), progress=_progress(args))
+    doc = run_storm(modes, k, out, seed_spec=_seed_spec(), progress=progress(args))
     if args.json:
         print(json.dumps(doc["summary"], indent=2))
         return EXIT_OK
@@ -696,7 +690,7 @@ def cmd_bench_boot(args: argparse.Namespace) -> int:
     modes = _bench_modes(args.modes or ",".join(m.value for m in Mode))
     seed = _seed_spec()
     out = Path(args.output)
-    doc = run_benchmark(modes, runs, out, seed_spec=seed, progress=_progress(args))
+    doc = run_benchmark(modes, runs, out, seed_spec=seed, progress=progress(args))
     summary = doc["summary"]
     if args.json:
         print(json.dumps(summary, indent=2))

@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from configdrive.cli._common import EXIT_FAIL, EXIT_OK, UsageError
+from configdrive.cli._common import EXIT_FAIL, EXIT_OK, UsageError, progress
 
 __all__ = ["register"]
 
@@ -141,22 +141,22 @@ def _update(args: argparse.Namespace) -> int:
 
 
 def _start(args: argparse.Namespace) -> int:
-    from configdrive.cli.guests import _progress, host_from_args
+    from configdrive.cli.guests import host_from_args
     from configdrive.lifecycle.power import start
 
-    record = start(host_from_args(args), args.instance, progress=_progress(args))
+    record = start(host_from_args(args), args.instance, progress=progress(args))
     print(f"started {record.name} {record.uuid}")
     return EXIT_OK
 
 
 def _stop(args: argparse.Namespace) -> int:
-    from configdrive.cli.guests import _progress, host_from_args
+    from configdrive.cli.guests import host_from_args
     from configdrive.lifecycle.power import stop
 
     if args.timeout < 0:
         raise UsageError("timeout: must be 0 or more seconds")
     record = stop(host_from_args(args), args.instance, timeout=args.timeout, force=args.force,
-                  progress=_progress(args))  # fmt: skip
+                  progress=progress(args))  # fmt: skip
     print(f"stopped {record.name} {record.uuid}")
     return EXIT_OK
 
