@@ -99,6 +99,9 @@ class BootImage:
     kernel_version: str = ""
     login_user: str | None = None  # the image's default cloud-init user (manifest "login_user")
     cloud_init: str = ""  # the guest's cloud-init package version (manifest "packages"), if known
+    # whether tune-image's reread-drive step is in the image (its manifest's tune changes):
+    # cloud-init then reads an updated config-2 drive at the next boot; None: not known
+    rereads_drive: bool | None = None
 
     def kernel_for(self, machine: str) -> tuple[Path | None, Path | None]:
         if "q35" in machine and self.kernel_generic is not None:
@@ -127,6 +130,20 @@ def guest_mac(inst: Instance) -> str:
         return inst.ports[0].mac
     tail = hashlib.sha256(inst.uuid.encode()).digest()[:3]
     return "fa:16:3e:" + ":".join(f"{b:02x}" for b in tail)
+
+
+def _rereads_drive(manifest: Mapping[str, Any]) -> bool | None:
+    """From an image manifest's recipe: whether its tuning has the reread-drive unit (None: the
+    manifest does not say how the image was tuned)."""
+    from configdrive.guest.tune import REREAD_UNIT
+
+    recipe = manifest.get("recipe")
+    if not isinstance(recipe, dict):
+        return None
+    changes = recipe.get("tune_changes")
+    if not isinstance(changes, list):
+        return False  # a recipe without tuning: a stock image
+    return any(isinstance(c, dict) and c.get("path") == REREAD_UNIT for c in changes)
 
 
 def load_image(ref: str | os.PathLike[str]) -> BootImage:
@@ -172,6 +189,7 @@ def load_image(ref: str | os.PathLike[str]) -> BootImage:
             kernel_version=str(data.get("kernel_version", "")),
             login_user=str(data["login_user"]) if data.get("login_user") else None,
             cloud_init=_package(data, "cloud-init"),
+            rereads_drive=_rereads_drive(data),
         )
         for part in (image.kernel, image.initrd, image.kernel_generic, image.initrd_generic):
             if part is not None and not part.is_file():
@@ -291,6 +309,7 @@ class InstanceRecord:
     spec: dict[str, Any]
     metadata_url: str | None = None  # the admin API it was registered with, if any
     cloud_init: str = ""  # the guest image's cloud-init version, if its manifest says
+    rereads_drive: bool | None = None  # the image's tune-image reread-drive step (None: unknown)
     warnings: list[str] = field(default_factory=list)  # what boot warned about
 
     @property
@@ -596,6 +615,7 @@ def boot(
             spec=_spec_dict(spec),
             metadata_url=admin.url if admin is not None else None,
             cloud_init=request.image.cloud_init,
+            rereads_drive=request.image.rereads_drive,
             warnings=warnings,
         )
         (directory / "instance.json").write_text(record.to_json())

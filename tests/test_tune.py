@@ -27,6 +27,9 @@ from configdrive.errors import ConfigDriveError, SpecError
 from configdrive.guest.tune import (
     CFG_PATH,
     FAST_PROFILE,
+    REREAD_UNIT,
+    REREAD_UNIT_TEXT,
+    REREAD_WANTS,
     Change,
     ImageError,
     TuneSettings,
@@ -253,6 +256,10 @@ def check_tuned(ext: Ext, tmp: Path, cloudinit: Any, *, pollinate: bool = True) 
     }
     assert_cloudinit_accepts(cfg, ext.rdump("/etc", tmp / "extracted") / "etc", cloudinit)
     ext.fsck()
+    # reread-drive: the unit, pulled in by cloud-init-local.service
+    assert ext.cat(REREAD_UNIT).decode() == REREAD_UNIT_TEXT
+    link = ext.stat(REREAD_WANTS)
+    assert link is not None and link["type"] == "symlink" and link["target"] == REREAD_UNIT
     if not pollinate:
         assert ext.stat(MASK) is None
         assert ext.stat("/var/cache/pollinate") is None
@@ -299,6 +306,9 @@ ALL = [
     ("remove", WANTS),
     ("mkdir", "/var/cache/pollinate"),
     ("write", SEEDED),
+    ("write", REREAD_UNIT),
+    ("mkdir", "/etc/systemd/system/cloud-init-local.service.wants"),
+    ("symlink", REREAD_WANTS),
 ]
 
 
@@ -315,13 +325,31 @@ def test_settings_and_cfg_content() -> None:
         "datasource": {"Ec2": {"timeout": 1, "max_wait": 3}},
     }
     assert kinds(planned_changes(TuneSettings())) == ALL
-    assert kinds(planned_changes(TuneSettings(disable_pollinate=False))) == ALL[:1]
+    assert kinds(planned_changes(TuneSettings(disable_pollinate=False))) == [ALL[0], *ALL[-3:]]
+    assert kinds(planned_changes(TuneSettings(reread_drive=False))) == ALL[:-3]
+    # the settings' text is part of every tuned image's cache key: the step shows in it
+    assert "reread_drive=True" in repr(TuneSettings())
+    assert "reread_drive" not in repr(TuneSettings(reread_drive=False))
     for bad in ({"datasource_list": ()}, {"datasource_list": ("Config Drive",)},
                 {"datasource_list": ("A", "A")}, {"ec2_timeout": -1}, {"ec2_max_wait": True}):  # fmt: skip
         with pytest.raises(SpecError):
             TuneSettings(**bad)
     # every change dumps as JSON (the CLI's --json does vars(change))
     json.dumps([vars(c) for c in planned_changes()])
+
+
+def test_reread_drive_unit_is_one_systemd_accepts(tmp_path: Path) -> None:
+    """systemd's own parser on the unit (the guest's boot runs it; tests/test_update_guest.py
+    shows its effect): no warning, the one shell command whole."""
+    unit = tmp_path / Path(REREAD_UNIT).name
+    unit.write_text(REREAD_UNIT_TEXT)
+    verify = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
+                            text=True, check=False)  # fmt: skip
+    assert verify.returncode == 0 and unit.name not in verify.stderr, verify.stderr
+    assert REREAD_WANTS.endswith("/cloud-init-local.service.wants/" + unit.name)
+    shown = subprocess.run(["sh", "-n", "-c", REREAD_UNIT_TEXT.split("/bin/sh -c '")[1]
+                            .replace("\\\n", " ").rstrip("'\n")], check=False)  # fmt: skip
+    assert shown.returncode == 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,7 +417,7 @@ def test_apply_to_directory_stays_inside_root(tmp_path: Path) -> None:
 
 def test_apply_to_directory_without_pollinate_or_cloud(tmp_path: Path) -> None:
     root = make_root(tmp_path / "plain", pollinate=False)
-    assert kinds(apply_to_directory(root)) == [("write", CFG_PATH)]
+    assert kinds(apply_to_directory(root)) == [ALL[0], *ALL[-3:]]
     assert not os.path.lexists(root / MASK.lstrip("/"))
     with pytest.raises(ImageError, match="/etc/cloud"):
         apply_to_directory(make_root(tmp_path / "nocloud", cloud=False))
@@ -513,7 +541,7 @@ def test_mbr_logical_partition(tmp_path: Path, sh: Sh, cloudinit: Any) -> None:
 def test_image_without_pollinate(tmp_path: Path, sh: Sh, cloudinit: Any) -> None:
     image = whole_disk(sh, tmp_path, pollinate=False)
     result = tune_image(image)
-    assert kinds(result.changes) == [("write", CFG_PATH)]
+    assert kinds(result.changes) == [ALL[0], *ALL[-3:]]
     assert result.pollinate_installed is False
     assert any("pollinate is not installed" in n for n in result.notes)
     check_tuned(Ext(sh, image), tmp_path, cloudinit, pollinate=False)
@@ -706,7 +734,7 @@ def test_fast_profile_skips_a_step_whose_unit_the_guest_lacks_and_honours_skip(
     assert "/etc/cloud/cloud.cfg.d/99_configdrive-ssh-keys.cfg" not in paths
     with pytest.raises(SpecError, match="'fast' is not a tuning step"):
         TuneSettings(steps=("fast",))
-    # the datasource settings plan exactly what they did before the fast steps existed
+    # the fast steps add nothing to the datasource settings' plan
     assert [c.path for c in planned_changes()] == [p for _, p in ALL]
 
 
@@ -714,7 +742,10 @@ def test_fast_profile_skips_a_step_whose_unit_the_guest_lacks_and_honours_skip(
     ("args", "message"),
     [
         (["--skip", "nonsense"], "error: skip: 'nonsense' is not a step"),
-        (["--skip", "ssh-keys"], "error: skip: the datasource profile has only the pollinate step"),
+        (
+            ["--skip", "ssh-keys"],
+            "error: skip: the datasource profile has only the pollinate and reread-drive",
+        ),
     ],
 )
 def test_tune_image_cli_refuses_unknown_or_misplaced_steps(
@@ -732,11 +763,13 @@ def test_tune_image_cli_refuses_unknown_or_misplaced_steps(
 
 
 def test_settings_text_without_steps_is_what_image_recipes_always_hashed() -> None:
-    # configdrive.guest.image hashes repr(settings): cached images keep their keys
-    assert repr(TuneSettings()) == (
+    # configdrive.guest.image hashes repr(settings): cached images keep their keys, except
+    # those that gained the reread-drive step
+    assert repr(TuneSettings(reread_drive=False)) == (
         "TuneSettings(datasource_list=('ConfigDrive', 'Ec2', 'NoCloud'), ec2_timeout=2, "
         "ec2_max_wait=5, disable_pollinate=True)"
     )
+    assert repr(TuneSettings()).endswith(", disable_pollinate=True, reread_drive=True)")
     assert repr(TuneSettings(steps=("grub-dpkg",))).endswith(", steps=('grub-dpkg',))")
 
 

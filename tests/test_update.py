@@ -21,8 +21,10 @@ from typing import Any
 import pytest
 
 from configdrive.builder import render_for
-from configdrive.compute import InstanceRecord, write_instance_spec
+from configdrive.compute import InstanceRecord, load_image, write_instance_spec
 from configdrive.drive import DriveFormat, read_drive, write_drive
+from configdrive.guest.image import ImageVariant
+from configdrive.guest.image import recipe as image_recipe
 from configdrive.spec import instance_from_mapping
 from configdrive.virt.domain import GuestSpec
 
@@ -58,7 +60,9 @@ def snapshot(root: Path) -> dict[str, str]:
     }
 
 
-def make_instance(root: Path, spec: dict[str, Any], *, drive: bool = True) -> Path:
+def make_instance(
+    root: Path, spec: dict[str, Any], *, drive: bool = True, rereads: bool | None = None
+) -> Path:
     """An instance directory as boot leaves it once the guest has powered off."""
     inst = instance_from_mapping(spec)
     directory = root / "instances" / inst.uuid
@@ -74,7 +78,7 @@ def make_instance(root: Path, spec: dict[str, Any], *, drive: bool = True) -> Pa
         name=inst.name, uuid=inst.uuid, path=directory, backend="qemu", accel="tcg",
         accel_reason="test", machine="pc", flavor="m1.tiny",
         config_drive="iso9660" if drive else None, created="2026-12-03T00:00:00+00:00",
-        spec=data, cloud_init="22.4.2-1+deb12u4",
+        spec=data, cloud_init="22.4.2-1+deb12u4", rereads_drive=rereads,
     )  # fmt: skip
     (directory / "instance.json").write_text(record.to_json())
     write_instance_spec(directory, inst)
@@ -155,6 +159,18 @@ def test_update_with_a_new_instance_id_warns_about_host_keys(tmp_path: Path, hos
     assert [i["uuid"] for i in listed] == [UUID]
 
 
+@pytest.mark.parametrize("rereads", [None, False, True])
+def test_keep_warns_of_cloud_inits_cached_drive_unless_the_image_rereads_it(
+    tmp_path: Path, host: Path, rereads: bool | None
+) -> None:
+    """Unknown images and untuned ones restore cloud-init's cached copy of a config-2 drive;
+    an image with tune-image's reread-drive step reads the new drive at its next boot."""
+    make_instance(tmp_path, SPEC, rereads=rereads)
+    proc = cli("update", "upd", "--meta", "role=db", "--host-config", str(host))
+    assert proc.returncode == 0, proc.stderr
+    assert ("restores its cached copy" in proc.stderr) == (rereads is not True), proc.stderr
+
+
 def test_update_without_a_change_writes_nothing(tmp_path: Path, host: Path) -> None:
     directory = make_instance(tmp_path, SPEC)
     was = snapshot(directory)
@@ -198,3 +214,25 @@ def test_stop_of_a_stopped_instance_is_a_no_op(tmp_path: Path, host: Path) -> No
     assert proc.returncode == 0, proc.stderr
     assert "upd is not running" in proc.stderr
     assert snapshot(directory) == was
+
+
+@pytest.mark.parametrize(
+    ("variant", "expected"),
+    [
+        (ImageVariant.TUNED, True),
+        (ImageVariant.FLOOR, False),
+        (ImageVariant.UNTUNED, False),
+        (None, None),
+    ],  # fmt: skip
+)
+def test_an_images_manifest_says_whether_it_rereads_the_drive(
+    tmp_path: Path, variant: ImageVariant | None, expected: bool | None
+) -> None:
+    """boot records it from the manifest's recipe (what the image was built with); a manifest
+    without a recipe says nothing."""
+    (tmp_path / "disk.qcow2").write_bytes(b"")
+    manifest: dict[str, Any] = {"qcow2": "disk.qcow2"}
+    if variant is not None:
+        manifest["recipe"] = image_recipe(variant)
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert load_image(tmp_path).rereads_drive is expected

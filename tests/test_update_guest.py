@@ -12,12 +12,12 @@ boots, each checked over SSH:
    ``bootcmd``): the CD-ROM's medium is swapped, and the guest mounts the new drive at once.
    The guest then reboots (``-no-reboot``: its QEMU ends) and ``configdrive start`` boots it
    with the metadata service still answering 503. Its host keys, instance-id and users are
-   as they were (``ops`` stays deleted, ``runcmd`` ran once). cloud-init restored its cached
-   copy of the drive (the instance-id is the guest's DMI system-uuid), as update warned: the
-   old meta data, no ``bootcmd``;
-3. the cache removed as update's warning says, ``stop``, ``update --instance-id keep`` on the
-   stopped guest, ``start``: cloud-init read the drive, applied the every-boot ``bootcmd`` and
-   holds the new meta data, and still no first boot;
+   as they were (``ops`` stays deleted, ``runcmd`` ran once), the service was never asked,
+   and cloud-init read the new drive (tune-image's reread-drive step dropped its cached
+   copy): the new meta data, and the every-boot ``bootcmd`` ran;
+3. ``stop``, ``update --instance-id keep`` on the stopped guest, ``start``: the new meta data
+   again, with no warning about cloud-init's cache (the image rereads the drive), and still
+   no first boot;
 4. ``stop``, ``update --instance-id new``, ``start``: cloud-init sees a new instance; runcmd
    runs again, ``ops`` is made again and the host keys are new, as update warned.
 """
@@ -53,7 +53,7 @@ runcmd:
   - [sh, -c, 'date +%s >> /var/tmp/runcmd-runs']
 """
 # the same, plus an every-boot module
-USER_DATA_2 = USER_DATA + "bootcmd:\n  - [touch, /var/tmp/bootcmd-ran]\n"
+USER_DATA_2 = USER_DATA + "bootcmd:\n  - [sh, -c, 'date +%s >> /var/tmp/bootcmd-runs']\n"
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -112,7 +112,7 @@ def state(login: Login) -> dict[str, Any]:
         "instance_id": sh(login, "cat /var/lib/cloud/data/instance-id"),
         "runcmd_runs": int(sh(login, "wc -l < /var/tmp/runcmd-runs")),
         "ops": login.run(["id", "ops"]).returncode == 0,
-        "bootcmd_ran": login.run(["test", "-e", "/var/tmp/bootcmd-ran"]).returncode == 0,
+        "bootcmd_runs": int(sh(login, "cat /var/tmp/bootcmd-runs 2>/dev/null | wc -l")),
         "role": sh(login, "sudo cloud-init query ds.meta_data.meta.role"),
         "datasource": sh(login, "sudo cat /run/cloud-init/status.json"),
     }
@@ -160,7 +160,7 @@ def test_update_keep_and_new_and_a_reboot_through_a_metadata_outage(
     try:
         first = state(login)
         assert first["instance_id"] == record["uuid"] and first["runcmd_runs"] == 1
-        assert first["ops"] and not first["bootcmd_ran"] and first["role"] == "web"
+        assert first["ops"] and first["bootcmd_runs"] == 0 and first["role"] == "web"
         assert "DataSourceConfigDrive" in first["datasource"]
         sh(login, "sudo userdel ops")
 
@@ -187,24 +187,24 @@ def test_update_keep_and_new_and_a_reboot_through_a_metadata_outage(
             "host_key": first["host_key"], "instance_id": record["uuid"], "runcmd_runs": 1,
             "ops": False,
         }  # fmt: skip
-        # cloud-init restored its cached copy of the drive (update warned): the old data
-        assert not second["bootcmd_ran"] and second["role"] == "web", second
+        # the reread-drive step dropped cloud-init's cached copy: the new drive was read, and
+        # the every-boot bootcmd of the new user data ran
+        assert second["bootcmd_runs"] == 1 and second["role"] == "db", second
         assert "DataSourceConfigDrive" in second["datasource"]
         assert counter.requests == 0  # with its drive, the guest never needed the service
 
-        # 3. keep, stopped, with the cache removed as update's warning says: the guest reads
-        # the drive at its next boot, and applies what every boot applies
-        sh(login, "sudo rm /var/lib/cloud/instance/obj.pkl")
+        # 3. keep, stopped: the guest reads the drive at its next boot
         stopped = cli("stop", "life", *hc)
         assert stopped.returncode == 0, stopped.stderr
         upd = cli("update", "life", "--meta", "role=cache", *hc)
         assert upd.returncode == 0 and "the guest is stopped" in upd.stdout, upd.stderr
-        assert "restores its cached copy" in upd.stderr
+        assert "cached copy" not in upd.stderr  # the image rereads its drive
         restart()
         third = state(login)
-        assert third["role"] == "cache" and third["bootcmd_ran"], third
+        assert third["role"] == "cache" and third["bootcmd_runs"] == 2, third
         assert third["instance_id"] == record["uuid"] and third["runcmd_runs"] == 1
         assert third["host_key"] == first["host_key"] and not third["ops"]
+        assert counter.requests == 0
 
         # 4. new: every per-instance module runs again, host keys included
         assert cli("stop", "life", *hc).returncode == 0
@@ -217,6 +217,7 @@ def test_update_keep_and_new_and_a_reboot_through_a_metadata_outage(
         fourth = state(login)
         assert fourth["instance_id"] == new_uuid and fourth["runcmd_runs"] == 2
         assert fourth["ops"] and fourth["host_key"] != first["host_key"]
+        assert fourth["bootcmd_runs"] == 3
         assert fourth["role"] == "cache"
     finally:
         deleted = cli("delete", "life", *hc)

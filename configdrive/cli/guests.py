@@ -299,8 +299,9 @@ def register(sub: Any) -> None:
                    help="datasource: datasource list and pollinate; fast: also every step below "
                    "(default: datasource)")  # fmt: skip
     t.add_argument("--skip", action="append", default=[], metavar="STEP",
-                   help="leave one fast-profile step out (ssh-keys, grub-dpkg, wait-online; "
-                   "pollinate = --keep-pollinate); repeatable")  # fmt: skip
+                   help="leave one step out: reread-drive or pollinate (= --keep-pollinate) "
+                   "of either profile, or a fast-profile step (ssh-keys, grub-dpkg, "
+                   "wait-online, …); repeatable")  # fmt: skip
     t.add_argument("--dry-run", action="store_true", help="show the changes; change nothing")
     t.add_argument("--json", action="store_true", help="machine-readable output")
     t.set_defaults(handler=cmd_tune_image)
@@ -589,12 +590,13 @@ def cmd_tune_image(args: argparse.Namespace) -> int:
     from configdrive.guest.tune import FAST_PROFILE, STEPS, TuneSettings, tune_image
 
     image = Path(args.image)
-    known = {*STEPS, "pollinate"}
+    known = {*STEPS, "pollinate", "reread-drive"}
     for name in args.skip:
         if name not in known:
             raise UsageError(f"skip: {name!r} is not a step (known: {', '.join(sorted(known))})")
-    if args.profile == "datasource" and set(args.skip) - {"pollinate"}:
-        raise UsageError("skip: the datasource profile has only the pollinate step",
+    if args.profile == "datasource" and set(args.skip) - {"pollinate", "reread-drive"}:
+        raise UsageError("skip: the datasource profile has only the pollinate and "
+                         "reread-drive steps",
                          hint="use --profile fast")  # fmt: skip
     steps = tuple(s for s in FAST_PROFILE if s not in args.skip) if args.profile == "fast" else ()
     if not image.is_file():
@@ -607,6 +609,7 @@ def cmd_tune_image(args: argparse.Namespace) -> int:
         ec2_timeout=args.ec2_timeout,
         ec2_max_wait=args.ec2_max_wait,
         disable_pollinate=not (args.keep_pollinate or "pollinate" in args.skip),
+        reread_drive="reread-drive" not in args.skip,
         steps=steps,
     )
     result = tune_image(image, settings, dry_run=args.dry_run, progress=progress(args))

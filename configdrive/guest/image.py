@@ -159,9 +159,13 @@ class ImageVariant(enum.StrEnum):
         return {
             ImageVariant.UNTUNED: None,
             ImageVariant.TUNED: tune.TuneSettings(),
-            ImageVariant.POLLINATE: tune.TuneSettings(disable_pollinate=False),
-            ImageVariant.FLOOR: tune.TuneSettings(datasource_list=("None",)),
-            ImageVariant.SERVICE: tune.TuneSettings(datasource_list=("OpenStack", "None")),
+            # (the images below only measure pollinate, or boot with no drive: they keep
+            # their cache keys without reread-drive)
+            ImageVariant.POLLINATE: tune.TuneSettings(disable_pollinate=False, reread_drive=False),
+            ImageVariant.FLOOR: tune.TuneSettings(datasource_list=("None",), reread_drive=False),
+            ImageVariant.SERVICE: tune.TuneSettings(
+                datasource_list=("OpenStack", "None"), reread_drive=False
+            ),
         }[self]
 
 

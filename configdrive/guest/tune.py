@@ -3,7 +3,7 @@
 The guest's cloud-init must prefer the config drive and give up on the network metadata
 service fast, and boot-time stalls such as ``pollinate`` (an HTTPS entropy fetch ordered
 ``Before=ssh.service``, ``After=network-online.target``; with no network curl waits 10 s, and it
-retries every boot until it has seeded once) must go. Two edits, each made only when missing,
+retries every boot until it has seeded once) must go. Three edits, each made only when missing,
 so applying twice changes nothing the second time:
 
 1. ``/etc/cloud/cloud.cfg.d/99_configdrive.cfg`` (0644 root:root): ``datasource_list`` on ONE
@@ -11,6 +11,14 @@ so applying twice changes nothing the second time:
 2. pollinate, when its unit is installed: mask ``pollinate.service`` (symlink to /dev/null),
    drop its ``multi-user.target.wants`` link and mark it seeded (``/var/cache/pollinate/seeded``;
    the directory is created ``pollinate:daemon`` 0755 like the package's postinst/adduser does).
+3. reread-drive: a oneshot unit before ``cloud-init-local.service`` that removes cloud-init's
+   cached datasource (``/var/lib/cloud/instance/obj.pkl``) when a ``config-2`` filesystem is
+   attached. cloud-init's ConfigDrive datasource (22.4, 25.1, 26.x) restores that cache instead
+   of reading the drive whenever the instance-id equals the DMI system-uuid, which it does on
+   nova's guests and configdrive's, so an updated drive (``configdrive update``) would never
+   be read. Without the cache, cloud-init reads the drive; the instance-id is unchanged, so no
+   per-instance module runs again. With no drive attached the cache stays, and so does the
+   instance.
 
 :func:`apply_to_directory` edits an unpacked root folder; :func:`tune_image` edits a raw or
 qcow2 disk image without mounting it (debugfs on the ext2/3/4 root filesystem, found on the
@@ -47,6 +55,8 @@ from configdrive.run import find_tool, run
 __all__ = [
     "CFG_PATH",
     "FAST_PROFILE",
+    "REREAD_UNIT",
+    "REREAD_WANTS",
     "STEPS",
     "Change",
     "Step",
@@ -71,6 +81,30 @@ MASK_PATH = "/etc/systemd/system/pollinate.service"
 WANTS_PATH = "/etc/systemd/system/multi-user.target.wants/pollinate.service"
 POLLINATE_CACHE = "/var/cache/pollinate"
 SEEDED_PATH = "/var/cache/pollinate/seeded"
+REREAD_UNIT = "/etc/systemd/system/configdrive-reread-drive.service"
+REREAD_WANTS = "/etc/systemd/system/cloud-init-local.service.wants/configdrive-reread-drive.service"
+# blkid probes the block devices itself (-c /dev/null: no cache), as ds-identify does; the
+# labels are the ones cloud-init's ConfigDrive datasource looks for
+REREAD_UNIT_TEXT = """\
+# Written by configdrive (tune step reread-drive). cloud-init's ConfigDrive datasource restores
+# its cached copy of the drive (obj.pkl) while the instance-id equals the DMI system-uuid, so an
+# updated config drive would never be read. With a config-2 drive attached, drop that cache:
+# cloud-init reads the drive again, and with the instance-id unchanged runs no per-instance
+# module again. With no drive attached, the cache stays.
+[Unit]
+Description=configdrive: read an attached config drive afresh at boot
+DefaultDependencies=no
+Before=cloud-init-local.service
+After=systemd-remount-fs.service
+RequiresMountsFor=/var/lib/cloud
+ConditionPathExists=/var/lib/cloud/instance/obj.pkl
+
+[Service]
+Type=oneshot
+ExecStart=/bin/sh -c 'blkid -c /dev/null -l -t LABEL=config-2 >/dev/null || \\
+blkid -c /dev/null -l -t LABEL=CONFIG-2 >/dev/null || exit 0; \\
+rm -f /var/lib/cloud/instance/obj.pkl'
+"""
 
 # pollinate creates the flag itself; an existing one (any owner) is left as it is
 _EXISTENCE_SUFFICES = frozenset({SEEDED_PATH})
@@ -89,6 +123,8 @@ class TuneSettings:
     ec2_timeout: int = 2
     ec2_max_wait: int = 5
     disable_pollinate: bool = True
+    # drop cloud-init's cached datasource at boot when a config-2 drive is attached
+    reread_drive: bool = True
     # the fast profile's further steps (names from STEPS), beyond the datasource and pollinate
     steps: tuple[str, ...] = ()
     # edits beyond the profile, made the same way (the benchmark's no-agent image: its host
@@ -101,6 +137,8 @@ class TuneSettings:
         fields = [f"datasource_list={self.datasource_list!r}", f"ec2_timeout={self.ec2_timeout!r}",
                   f"ec2_max_wait={self.ec2_max_wait!r}",
                   f"disable_pollinate={self.disable_pollinate!r}"]  # fmt: skip
+        if self.reread_drive:  # images made before the step existed had none
+            fields.append("reread_drive=True")
         if self.steps:
             fields.append(f"steps={self.steps!r}")
         if self.extra:
@@ -212,6 +250,26 @@ def _pollinate_changes() -> list[Change]:
             mode=0o644,
             owner="pollinate",
             group="daemon",
+        ),
+    ]
+
+
+def _reread_changes() -> list[Change]:
+    return [
+        Change(
+            "write",
+            REREAD_UNIT,
+            "at boot, with a config-2 drive attached, drop cloud-init's cached copy of it "
+            "(obj.pkl), so that an updated drive is read; the instance-id stays",
+            content=REREAD_UNIT_TEXT,
+            mode=0o644,
+        ),
+        Change("mkdir", str(Path(REREAD_WANTS).parent), "cloud-init-local's wants", mode=0o755),
+        Change(
+            "symlink",
+            REREAD_WANTS,
+            "run it before cloud-init-local.service",
+            target=REREAD_UNIT,
         ),
     ]
 
@@ -352,6 +410,8 @@ def planned_changes(settings: TuneSettings = TuneSettings()) -> list[Change]:
     changes = [_cfg_change(settings)]
     if settings.disable_pollinate:
         changes += _pollinate_changes()
+    if settings.reread_drive:
+        changes += _reread_changes()
     for name in settings.steps:
         changes += STEPS[name].changes
     return changes + list(settings.extra)
@@ -435,6 +495,8 @@ def _needed(fs: _GuestFS, settings: TuneSettings) -> tuple[list[_Step], list[str
         )
     else:
         wanted += _pollinate_changes()
+    if settings.reread_drive:
+        wanted += _reread_changes()
     for name in settings.steps:
         needs = STEPS[name].needs
         if needs is not None and not any(fs.lstat(p) is not None for p in needs):

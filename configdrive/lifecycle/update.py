@@ -53,12 +53,14 @@ RULES = ("keep", "new")
 # cloud-init's ConfigDrive datasource (every supported version) trusts its cached copy of the
 # drive at boot when the instance-id is the guest's DMI system-uuid (check_instance_id), and
 # nova's guests and configdrive's have exactly that; NoCloud finds no instance-id in its seed
-# directories, so it reads its drive again on every boot.
+# directories, so it reads its drive again on every boot. tune-image's reread-drive step drops
+# that cache at boot when a config-2 drive is attached.
 CACHED_CONFIG_DRIVE = (
     "--instance-id keep on a config-2 drive: the guest's cloud-init restores its cached copy of "
     "the drive at boot (the instance-id is its DMI system-uuid), so this update reaches it "
     "once that cache is gone: in the guest, `sudo rm /var/lib/cloud/instance/obj.pkl` before "
-    "the reboot (no per-instance module runs again)"
+    "the reboot (no per-instance module runs again), or tune the image with `configdrive "
+    "tune-image` (its reread-drive step does that at every boot)"
 )
 
 
@@ -136,7 +138,7 @@ def plan_update(
             "runs every per-instance module again at its next boot, and regenerates its SSH "
             "host keys unless the user data sets ssh_deletekeys: false"
         )
-    elif fmt is not DriveFormat.NOCLOUD:
+    elif fmt is not DriveFormat.NOCLOUD and record.rereads_drive is not True:
         warnings.append(CACHED_CONFIG_DRIVE)
     return UpdatePlan(record, before, after, tree, diff_trees(current, tree), rule, tuple(warnings))
 

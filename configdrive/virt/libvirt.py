@@ -114,12 +114,22 @@ class LibvirtBackend:
                   if d.get("device") == "cdrom"]  # fmt: skip
         if not cdroms:
             raise ConfigDriveError(f"{spec.name}'s config drive is not a CD-ROM")
-        source = cdroms[0].find("source")
+        cdrom = cdroms[0]
+        source = cdrom.find("source")
         assert source is not None
+        # libvirt leaves a medium whose path is unchanged alone, and the new drive has the old
+        # one's path: eject first (forced, as a guest locks the tray of a medium it has
+        # opened), then insert the new file
+        cdrom.remove(source)
+        ejected = ET.tostring(cdrom, encoding="unicode")
         source.set("file", str(path))
-        flags = libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_AFFECT_CONFIG
+        cdrom.insert(1, source)
+        live = libvirt.VIR_DOMAIN_AFFECT_LIVE
         try:
-            dom.updateDeviceFlags(ET.tostring(cdroms[0], encoding="unicode"), flags)
+            dom.updateDeviceFlags(ejected, live | libvirt.VIR_DOMAIN_DEVICE_MODIFY_FORCE)
+            dom.updateDeviceFlags(
+                ET.tostring(cdrom, encoding="unicode"), live | libvirt.VIR_DOMAIN_AFFECT_CONFIG
+            )
         except libvirt.libvirtError as exc:
             raise ConfigDriveError(
                 f"libvirt could not swap {spec.name}'s CD-ROM medium: {exc.get_error_message()}"

@@ -82,14 +82,21 @@ class QemuBackend:
         if spec.config_drive is None or spec.config_drive_vfat:
             raise ConfigDriveError(f"{spec.name}'s config drive is not a CD-ROM")
         # the CD-ROM device's qdev id is its slot's target name (domain._cdrom_device); QEMU
-        # opens the tray (forcing a guest's lock), inserts the new file and closes it
+        # opens the tray, forcing the lock a guest holds on a medium it has opened (Debian's
+        # cloud image locks it after cloud-init's read), inserts the new file and closes it
         device = config_drive_slot(
             spec.machine, False, cdrom_bus=spec.cdrom_bus, disk_bus=spec.disk_bus
         ).dev
         qmp_execute(
             self._qmp(spec),
             "blockdev-change-medium",
-            {"id": device, "filename": str(path), "format": "raw", "read-only-mode": "read-only"},
+            {
+                "id": device,
+                "filename": str(path),
+                "format": "raw",
+                "read-only-mode": "read-only",
+                "force": True,
+            },  # fmt: skip
         )
 
     @staticmethod
