@@ -1,7 +1,7 @@
 """A real guest through its lifecycle: `update` while it runs and while it is stopped, each
 ``--instance-id`` rule as the guest sees it, and a reboot through a metadata outage.
 
-One guest (Debian 12's cloud image, ``fast`` variant: ``datasource_list: [ConfigDrive, Ec2,
+One guest (Debian 12's cloud image, and Debian 13's, ``fast`` variant: ``datasource_list: [ConfigDrive, Ec2,
 NoCloud]``), plain QEMU, booted with a config drive and one restricted NIC whose only way out
 is 169.254.169.254:80, forwarded to a server here that answers every request with 503. Four
 boots, each checked over SSH:
@@ -126,10 +126,13 @@ def powered_off(directory: Path, pid: int) -> None:
     assert read_pid(directory / "qemu.pid") is None or not pid_alive(pid)
 
 
+@pytest.mark.parametrize(
+    ("os_", "cloud_init"), [("debian-12", "22.4 (Debian 12)"), ("debian-13", "25.1 (Debian 13)")]
+)
 def test_update_keep_and_new_and_a_reboot_through_a_metadata_outage(
-    cloud_image: Any, work: Path, outage: tuple[int, type[Outage]]
+    cloud_image: Any, work: Path, outage: tuple[int, type[Outage]], os_: str, cloud_init: str
 ) -> None:
-    image = cloud_image("debian-12", "fast")
+    image = cloud_image(os_, "fast")
     port, counter = outage
     host = work / "host.conf"
     host.write_text(
@@ -170,7 +173,7 @@ def test_update_keep_and_new_and_a_reboot_through_a_metadata_outage(
         assert upd.returncode == 0, upd.stderr
         doc = json.loads(upd.stdout)
         assert doc["applied"].startswith("swapped the running guest's CD-ROM medium"), doc
-        assert "user data's bootcmd" in doc["every_boot"]["22.4 (Debian 12)"]
+        assert "user data's bootcmd" in doc["every_boot"][cloud_init]
         seen = sh(login, "sudo mount -o ro /dev/sr0 /mnt && "
                   "cat /mnt/openstack/latest/meta_data.json; sudo umount /mnt")  # fmt: skip
         assert json.loads(seen)["meta"]["role"] == "db"
