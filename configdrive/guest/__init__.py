@@ -7,8 +7,10 @@
   (variants stock, datasource, fast, noagent), booted by their own GRUB under BIOS or UEFI;
 - :mod:`~configdrive.guest.bootdisk`: their disk (GPT, BIOS boot partition, ESP, ext4 root,
   GRUB for i386-pc and x86_64-efi), written without mounting;
-- :mod:`~configdrive.guest.tune`: ``tune-image``'s profiles (datasource, fast) and their named
-  steps, applied to a root folder or offline to a raw or qcow2 image;
+- :mod:`~configdrive.guest.profile`: ``tune-image``'s profiles (datasource, fast) and their
+  named steps, as data;
+- :mod:`~configdrive.guest.tune`: applying them to a root folder, or offline to a raw or qcow2
+  image;
 - :mod:`~configdrive.guest.diskimage`: finding a root filesystem in a disk image (whole disk,
   MBR or GPT) and rewriting qcow2 images atomically;
 - the in-guest check (``configdrive-check.sh`` and its unit), which reports a first boot on
