@@ -228,6 +228,21 @@ def register(sub: Any) -> None:
     ib.add_argument("--cache-dir", metavar="DIR", help="where images are cached")
     ib.add_argument("--json", action="store_true", help="machine-readable output")
     ib.set_defaults(handler=cmd_image_build)
+    for verb, text in (
+        ("list", "list the image cache: each image's size, whether today's recipes build it, "
+         "and which instances' disks are overlays on it"),
+        ("prune", "remove the cached images today's recipes no longer build, unless an "
+         "instance's disk is an overlay on one (instances under the host config's "
+         "instances_path; an image being built is left alone)"),
+    ):  # fmt: skip
+        ic = isub.add_parser(verb, help=text.split(":")[0].split(",")[0], description=text + ".")
+        ic.add_argument("--cache-dir", metavar="DIR", help="the image cache (default: ~/.cache/"
+                        "configdrive/images, or $CONFIGDRIVE_CACHE/images)")  # fmt: skip
+        add_host_args(ic)
+        if verb == "prune":
+            ic.add_argument("--dry-run", action="store_true", help="list, remove nothing")
+        ic.add_argument("--json", action="store_true", help="machine-readable output")
+        ic.set_defaults(handler=cmd_image_cache)
 
     bench = sub.add_parser("bench", help="benchmarks that boot real guests")
     bsub = bench.add_subparsers(dest="bench_verb", metavar="ACTION", required=True)
@@ -539,6 +554,40 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 KERNEL_VARIANTS = ("tuned", "untuned", "pollinate", "floor", "service")
 CLOUD_VARIANTS = ("stock", "datasource", "fast", "noagent")
+
+
+def cmd_image_cache(args: argparse.Namespace) -> int:
+    from configdrive.compute import list_instances
+    from configdrive.guest.cloudimage import current_cache_names
+    from configdrive.guest.image import cache_entries, default_cache_dir, prune_cache
+
+    cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    if args.cache_dir and not cache.is_dir():
+        raise UsageError(f"cache-dir: {cache} is not a directory")
+    disks = [Path(r.spec["disk"]) for r in list_instances(host_from_args(args))
+             if r.spec.get("disk")]  # fmt: skip
+    entries = cache_entries(cache, current_cache_names(), disks)
+    pruning = args.image_verb == "prune"
+    removed = prune_cache(cache, entries, dry_run=args.dry_run) if pruning else []
+    gone = {e.name for e in removed}
+    if args.json:
+        print(json.dumps([{"name": e.name, "path": str(e.path), "bytes": e.size,
+                           "current": e.current, "used_by": list(e.used_by),
+                           **({"removed": e.name in gone} if pruning else {})}
+                          for e in entries], indent=2))  # fmt: skip
+        return EXIT_OK
+    for e in entries:
+        state = "current" if e.current else "stale"
+        if e.used_by:
+            state += f", used by {len(e.used_by)} instance disk(s)"
+        if e.name in gone:
+            state += ", would be removed" if args.dry_run else ", removed"
+        print(f"{e.name:44} {e.size / 2**20:8.0f} MiB  {state}")
+    if pruning:
+        freed = sum(e.size for e in removed) / 2**20
+        verb = "would free" if args.dry_run else "freed"
+        print(f"{len(removed)} image(s), {verb} {freed:.0f} MiB")
+    return EXIT_OK
 
 
 def cmd_image_build(args: argparse.Namespace) -> int:

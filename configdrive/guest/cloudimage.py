@@ -52,6 +52,7 @@ from configdrive.guest.image import (  # the build helpers both image builders s
     GUEST_DIR,
     GUEST_FILES,
     GUEST_LINKS,
+    ImageVariant,
     _fsync_dir,
     _fsync_file,
     _guest,
@@ -62,6 +63,7 @@ from configdrive.guest.image import (  # the build helpers both image builders s
     bootstrap,
     build_cached,
     default_cache_dir,
+    image_key,
     read_json,
     timed_step,
 )
@@ -74,6 +76,7 @@ __all__ = [
     "CloudVariant",
     "build_cloud_image",
     "cloud_recipe",
+    "current_cache_names",
     "driver_inventory",
     "noagent_changes",
     "variant_name",
@@ -332,6 +335,22 @@ def cloud_recipe(
 def variant_name(variant: CloudVariant, skip: tuple[str, ...] = ()) -> str:
     """``fast``, or ``fast-minus-STEP[-STEP…]`` when steps are skipped."""
     return f"{variant}-minus-{'-'.join(skip)}" if skip else str(variant)
+
+
+def current_cache_names() -> set[str]:
+    """The cache entry names today's recipes build: every test-image variant, every cloud
+    image variant of each release, and the fast variant less each one step (the boot
+    benchmark's ``fast-minus-STEP`` modes)."""
+    names = {f"{v}-{image_key(v)[:16]}" for v in ImageVariant}
+    for os_ in CloudOS:
+        for variant in CloudVariant:
+            skips: list[tuple[str, ...]] = [()]
+            if variant is CloudVariant.FAST:
+                skips += [(step,) for step in tune.STEPS]
+            for skip in skips:
+                key = _key(os_, variant, skip)
+                names.add(f"{os_}-{variant_name(variant, skip)}-{key[:16]}")
+    return names
 
 
 def _key(os_: CloudOS, variant: CloudVariant, skip: tuple[str, ...] = ()) -> str:

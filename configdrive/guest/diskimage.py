@@ -25,6 +25,7 @@ from configdrive.run import run
 
 __all__ = [
     "FilesystemInfo",
+    "qcow2_backing",
     "ImageError",
     "candidates",
     "locked",
@@ -44,6 +45,25 @@ _SECTOR = 512
 _EXT_MAGIC = 0xEF53
 _MBR_EXTENDED = frozenset({0x05, 0x0F, 0x85})
 QCOW2_MAGIC = b"QFI\xfb"
+
+
+def qcow2_backing(path: Path) -> Path | None:
+    """The backing file a qcow2 image names in its header (relative names resolved against
+    the image's folder), or None: no backing file, not a qcow2 image, or unreadable."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(20)
+            if len(head) < 20 or head[:4] != QCOW2_MAGIC:
+                return None
+            offset, size = struct.unpack(">QI", head[8:20])
+            if not offset or not 0 < size <= 1023:  # QEMU's limit on the name's length
+                return None
+            f.seek(offset)
+            name = f.read(size).decode("utf-8", "surrogateescape")
+    except OSError:
+        return None
+    backing = Path(name)
+    return backing if backing.is_absolute() else path.parent / backing
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,11 +40,13 @@ from typing import Any, TypeVar
 
 from configdrive.errors import ConfigDriveError
 from configdrive.guest import tune
+from configdrive.guest.diskimage import qcow2_backing
 from configdrive.run import find_tool, run
 
 __all__ = [
     "CHECK_PREFIX",
     "CMDLINE",
+    "CacheEntry",
     "GuestImage",
     "ImageVariant",
     "PACKAGES",
@@ -54,7 +56,9 @@ __all__ = [
     "build_image",
     "default_cache_dir",
     "image_key",
+    "cache_entries",
     "parse_check_report",
+    "prune_cache",
     "read_json",
     "recipe",
     "timed_step",
@@ -507,6 +511,72 @@ def _load(entry: Path, variant: ImageVariant, key: str) -> GuestImage | None:
     if not all(data.get(p) and paths[p].is_file() for p in parts):
         return None
     return GuestImage(variant=variant, cmdline=str(data["cmdline"]), key=key, **paths)
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One image in the cache: its folder, its size on disk, whether the current recipes
+    build it, and the instance disks that are qcow2 overlays on one of its files."""
+
+    name: str
+    path: Path
+    size: int
+    current: bool
+    used_by: tuple[str, ...] = ()
+
+    @property
+    def prunable(self) -> bool:
+        return not self.current and not self.used_by
+
+
+def cache_entries(
+    cache: Path, current: Collection[str], disks: Sequence[Path] = ()
+) -> list[CacheEntry]:
+    """The images in ``cache``; ``current`` are the entry names today's recipes build, and
+    ``disks`` the instance disks to check for overlays on them."""
+    users: dict[Path, list[str]] = {}
+    for disk in disks:
+        backing = qcow2_backing(disk)
+        if backing is not None:
+            users.setdefault(backing.resolve().parent, []).append(str(disk))
+    entries = []
+    for path in sorted(cache.iterdir()) if cache.is_dir() else []:
+        if path.name.startswith(".") or not path.is_dir() or path.is_symlink():
+            continue
+        size = sum(p.stat().st_blocks * 512 for p in path.rglob("*") if p.is_file())
+        used = tuple(users.get(path.resolve(), ()))
+        entries.append(CacheEntry(path.name, path, size, path.name in current, used))
+    return entries
+
+
+def prune_cache(
+    cache: Path, entries: Sequence[CacheEntry], *, dry_run: bool = False
+) -> list[CacheEntry]:
+    """Remove the prunable entries, each under its build lock: one being built or waited for
+    right now is left alone. Returns what was (with ``dry_run``: would be) removed."""
+    removed = []
+    for entry in entries:
+        if not entry.prunable:
+            continue
+        if dry_run:
+            removed.append(entry)
+            continue
+        lock = cache / f".{entry.name}.lock"
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("%s: in use by a build, left alone", entry.name)
+                continue
+            _remove_tree(entry.path)
+            lock.unlink(missing_ok=True)
+            removed.append(entry)
+        finally:
+            os.close(fd)
+    if removed and not dry_run:
+        _fsync_dir(cache)
+    return removed
 
 
 @contextmanager
