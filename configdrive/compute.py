@@ -135,7 +135,7 @@ def guest_mac(inst: Instance) -> str:
 def _rereads_drive(manifest: Mapping[str, Any]) -> bool | None:
     """From an image manifest's recipe: whether its tuning has the reread-drive unit (None: the
     manifest does not say how the image was tuned)."""
-    from configdrive.guest.tune import REREAD_UNIT
+    from configdrive.guest.profile import REREAD_UNIT
 
     recipe = manifest.get("recipe")
     if not isinstance(recipe, dict):

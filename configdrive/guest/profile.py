@@ -392,14 +392,8 @@ def planned_changes(settings: TuneSettings = TuneSettings()) -> list[Change]:
 
     Missing parent directories (``mkdir``, root 0755) are added when applied.
     """
-    changes = [_cfg_change(settings)]
-    if settings.disable_pollinate:
-        changes += _pollinate_changes()
-    if settings.reread_drive:
-        changes += _reread_changes()
-    for name in settings.steps:
-        changes += STEPS[name].changes
-    return changes + list(settings.extra)
+    changes, _, _ = applicable_changes(settings, lambda _path: True)  # a guest with everything
+    return changes
 
 
 def applicable_changes(
